@@ -1,0 +1,28 @@
+import { Config, Effect } from "effect"
+
+const positiveInt = (name: string, fallback: number) =>
+  Config.integer(name).pipe(
+    Config.validate({ message: `${name} must be a positive integer`, validation: (n) => n > 0 }),
+    Config.withDefault(fallback)
+  )
+
+/** Every setting of the aggregator, read once from the environment. */
+export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggregator/Config", {
+  effect: Effect.gen(function*() {
+    return {
+      // 0 asks the OS for a free port (tests)
+      port: yield* Config.integer("PORT").pipe(
+        Config.validate({ message: "PORT must be 0–65535", validation: (n) => n >= 0 && n <= 65535 }),
+        Config.withDefault(8080)
+      ),
+      host: yield* Config.string("HOST").pipe(Config.withDefault("0.0.0.0")),
+      databaseUrl: yield* Config.option(Config.redacted("DATABASE_URL")),
+      dbPoolSize: yield* positiveInt("DB_POOL_SIZE", 10),
+      maxBodyBytes: yield* positiveInt("MAX_BODY_BYTES", 1024 * 1024),
+      maxBatchEvents: yield* positiveInt("MAX_BATCH_EVENTS", 1000),
+      maxPayloadBytes: yield* positiveInt("MAX_PAYLOAD_BYTES", 64 * 1024),
+      retryAfterSeconds: yield* positiveInt("RETRY_AFTER_SECONDS", 1),
+      dbRetryMaxDelayMs: yield* positiveInt("DB_RETRY_MAX_DELAY_MS", 5000)
+    } as const
+  })
+}) {}

@@ -1,0 +1,121 @@
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import {
+  Cause,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  ExecutionStrategy,
+  Exit,
+  Layer,
+  Option,
+  Ref,
+  Schedule,
+  Scope
+} from "effect"
+import { NotReady, StorageUnavailable } from "../domain/Errors.js"
+import { AggregatorConfig } from "./Config.js"
+import { runMigrations } from "./Migrations.js"
+
+const describe = (e: unknown): string => {
+  if (e instanceof Error || (typeof e === "object" && e !== null && "message" in e)) {
+    const cause = (e as { cause?: unknown }).cause
+    const own = String((e as { message: unknown }).message)
+    return cause instanceof Error && cause.message !== own ? `${own}: ${cause.message}` : own
+  }
+  return String(e)
+}
+
+/**
+ * The SqlClient, connected and migrated in the background so the process serves `/` at once and
+ * `/ready` says 503 until the database answers. Connection attempts back off exponentially with
+ * jitter, each wait capped; every failed attempt is logged.
+ */
+export class Database extends Effect.Service<Database>()("Aggregator/Database", {
+  scoped: Effect.gen(function*() {
+    const config = yield* AggregatorConfig
+    const scope = yield* Effect.scope
+    const connected = yield* Deferred.make<SqlClient.SqlClient>()
+    const lastError = yield* Ref.make("connecting to the database")
+
+    const clientLayer: Layer.Layer<SqlClient.SqlClient, unknown> = Option.match(config.databaseUrl, {
+      onNone: () => Layer.fail(new Error("DATABASE_URL is not set")),
+      onSome: (url) =>
+        PgClient.layer({
+          url,
+          maxConnections: config.dbPoolSize,
+          connectTimeout: Duration.seconds(5),
+          applicationName: "log-aggregator"
+        })
+    })
+
+    const attempt = Effect.gen(function*() {
+      const child = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+      return yield* Layer.buildWithScope(clientLayer, child).pipe(
+        Effect.map((ctx) => Context.get(ctx, SqlClient.SqlClient)),
+        Effect.tap((sql) => Effect.provideService(runMigrations, SqlClient.SqlClient, sql)),
+        Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(child, exit) : Effect.void)
+      )
+    })
+
+    const retrySchedule = Schedule.exponential("100 millis", 2).pipe(
+      Schedule.jittered,
+      Schedule.union(Schedule.spaced(Duration.millis(config.dbRetryMaxDelayMs)))
+    )
+
+    yield* attempt.pipe(
+      Effect.tapErrorCause((cause) => {
+        const message = describe(Cause.squash(cause))
+        return Ref.set(lastError, message).pipe(
+          Effect.zipRight(Effect.logWarning("database not ready; retrying").pipe(Effect.annotateLogs("reason", message)))
+        )
+      }),
+      Effect.retry(retrySchedule),
+      Effect.flatMap((sql) => Deferred.succeed(connected, sql)),
+      Effect.zipRight(Effect.logInfo("database connected and migrated")),
+      Effect.forkScoped
+    )
+
+    const unavailable = (message: string) => new StorageUnavailable({ message })
+
+    /** The client, or 503 at once while the database has never been reached. */
+    const client = Deferred.poll(connected).pipe(
+      Effect.flatMap(Option.match({
+        onNone: () => Effect.flatMap(Ref.get(lastError), (m) => Effect.fail(unavailable(`database not ready: ${m}`))),
+        onSome: (d) => d
+      }))
+    )
+
+    const readiness = Effect.gen(function*() {
+      const sql = yield* Deferred.poll(connected).pipe(
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.flatMap(Ref.get(lastError), (reason) => Effect.fail(new NotReady({ reason }))),
+          onSome: (d) => d
+        }))
+      )
+      yield* sql`SELECT 1`.pipe(
+        Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => new NotReady({ reason: "database ping timed out" }) }),
+        Effect.catchTag("SqlError", (e) => Effect.fail(new NotReady({ reason: describe(e) })))
+      )
+      return { status: "ready" as const, database: "postgresql" }
+    })
+
+    return {
+      client,
+      readiness,
+      awaitConnected: Deferred.await(connected),
+      /** Run a query; any SQL failure is a 503 to the caller and an error line in the log. */
+      use: <A, E, R>(f: (sql: SqlClient.SqlClient) => Effect.Effect<A, E, R>): Effect.Effect<A, StorageUnavailable, R> =>
+        Effect.flatMap(client, (sql) =>
+          f(sql).pipe(
+            Effect.catchAll((e) =>
+              Effect.logError("storage failure").pipe(
+                Effect.annotateLogs("reason", describe(e)),
+                Effect.zipRight(Effect.fail(unavailable("storage is unavailable; retry later")))
+              )
+            )
+          ))
+    } as const
+  })
+}) {}

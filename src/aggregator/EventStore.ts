@@ -1,0 +1,110 @@
+import { Effect } from "effect"
+import type { StoredEvent } from "../domain/Event.js"
+import { Database } from "./Database.js"
+import { TOTAL_SHARDS } from "./migrations/0001_create_events.js"
+
+/** A validated event in the form it is written: timestamp normalised to UTC, payload already JSON text. */
+export interface NewEvent {
+  readonly topic: string
+  readonly event_id: string
+  readonly timestamp: string
+  readonly source: string | null
+  readonly payload: string | null
+}
+
+export const eventKey = (topic: string, eventId: string): string => `${topic}\u0000${eventId}`
+
+const byKey = (a: NewEvent, b: NewEvent) =>
+  a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.event_id < b.event_id ? -1 : a.event_id > b.event_id ? 1 : 0
+
+const utcText = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`
+
+interface Row {
+  readonly seq: string | number
+  readonly topic: string
+  readonly event_id: string
+  readonly timestamp: string
+  readonly source: string | null
+  readonly payload: unknown
+  readonly received_at: string
+}
+
+const toStored = (r: Row): StoredEvent => ({ ...r, seq: Number(r.seq) })
+
+export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventStore", {
+  effect: Effect.gen(function*() {
+    const db = yield* Database
+    let nextShard = Math.floor(Math.random() * TOTAL_SHARDS)
+
+    /**
+     * Stores the events in one transaction and tells, for each input position, whether that call stored
+     * it. A key repeated in the input is stored once: its first occurrence wins, later ones are
+     * duplicates. Rows go in key order so concurrent transactions take index locks in the same order
+     * and cannot deadlock.
+     */
+    const insertMany = (events: ReadonlyArray<NewEvent>) =>
+      db.use((sql) =>
+        Effect.gen(function*() {
+          const firstIndex = new Map<string, number>()
+          const unique: Array<NewEvent> = []
+          events.forEach((e, i) => {
+            const key = eventKey(e.topic, e.event_id)
+            if (!firstIndex.has(key)) {
+              firstIndex.set(key, i)
+              unique.push(e)
+            }
+          })
+          unique.sort(byKey)
+          const shard = nextShard
+          nextShard = (nextShard + 1) % TOTAL_SHARDS
+          const inserted = yield* sql.withTransaction(sql<{ topic: string; event_id: string }>`
+            WITH ins AS (
+              INSERT INTO events (topic, event_id, "timestamp", source, payload)
+              SELECT u.topic, u.event_id, u.ts::timestamptz, u.source, u.payload::jsonb
+              FROM unnest(
+                ${unique.map((e) => e.topic)}::text[],
+                ${unique.map((e) => e.event_id)}::text[],
+                ${unique.map((e) => e.timestamp)}::text[],
+                ${unique.map((e) => e.source)}::text[],
+                ${unique.map((e) => e.payload)}::text[]
+              ) WITH ORDINALITY AS u(topic, event_id, ts, source, payload, ord)
+              ORDER BY u.ord
+              ON CONFLICT (topic, event_id) DO NOTHING
+              RETURNING topic, event_id
+            ), bump AS (
+              UPDATE event_totals SET total = total + (SELECT count(*) FROM ins)
+              WHERE shard = ${shard} AND EXISTS (SELECT 1 FROM ins)
+            )
+            SELECT topic, event_id FROM ins`)
+          const stored = new Set(inserted.map((r) => firstIndex.get(eventKey(r.topic, r.event_id))))
+          return events.map((_, i) => stored.has(i))
+        })
+      ).pipe(Effect.withSpan("EventStore.insertMany", { attributes: { events: events.length } }))
+
+    const list = (options: { readonly topic?: string; readonly limit: number; readonly before?: number }) =>
+      db.use((sql) =>
+        sql<Row>`
+          SELECT seq, topic, event_id, ${sql.literal(utcText(`"timestamp"`))} AS "timestamp", source, payload,
+                 ${sql.literal(utcText("received_at"))} AS received_at
+          FROM events
+          WHERE true
+            ${options.topic !== undefined ? sql`AND topic = ${options.topic}` : sql``}
+            ${options.before !== undefined ? sql`AND seq < ${options.before}` : sql``}
+          ORDER BY seq DESC
+          LIMIT ${options.limit}`
+      ).pipe(Effect.map((rows) => rows.map(toStored)), Effect.withSpan("EventStore.list"))
+
+    const get = (topic: string, eventId: string) =>
+      db.use((sql) =>
+        sql<Row>`
+          SELECT seq, topic, event_id, ${sql.literal(utcText(`"timestamp"`))} AS "timestamp", source, payload,
+                 ${sql.literal(utcText("received_at"))} AS received_at
+          FROM events WHERE topic = ${topic} AND event_id = ${eventId}`
+      ).pipe(Effect.map((rows) => rows.length === 0 ? undefined : toStored(rows[0])), Effect.withSpan("EventStore.get"))
+
+    const totalRows = db.use((sql) => sql<{ total: string }>`SELECT coalesce(sum(total), 0)::int8 AS total FROM event_totals`)
+      .pipe(Effect.map((rows) => Number(rows[0]?.total ?? 0)), Effect.withSpan("EventStore.totalRows"))
+
+    return { insertMany, list, get, totalRows } as const
+  })
+}) {}

@@ -1,0 +1,234 @@
+import {
+  HttpApi,
+  HttpApiBuilder,
+  HttpApiError,
+  HttpServerError,
+  HttpServerRequest,
+  HttpServerResponse
+} from "@effect/platform"
+import { Cause, Effect, Either, Option, Schema } from "effect"
+import { AggregatorApi, DEFAULT_LIST_LIMIT } from "../domain/Api.js"
+import {
+  NotFound,
+  PayloadTooLarge,
+  StorageUnavailable,
+  UnsupportedMediaType,
+  ValidationFailed
+} from "../domain/Errors.js"
+import type { BatchItemResult } from "../domain/Event.js"
+import { presetBody, readBody } from "./Body.js"
+import { AggregatorConfig } from "./Config.js"
+import { Database } from "./Database.js"
+import { type NewEvent, EventStore } from "./EventStore.js"
+import { Stats } from "./Stats.js"
+import { toNewEvent, validateItem } from "./Validation.js"
+
+export const VERSION = "0.1.0"
+
+export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handlers) =>
+  Effect.gen(function*() {
+    const db = yield* Database
+    const store = yield* EventStore
+    const stats = yield* Stats
+    return handlers
+      .handle("alive", () =>
+        Effect.map(stats.uptimeSeconds, (uptime_seconds) => ({
+          status: "alive" as const,
+          service: "aggregator",
+          version: VERSION,
+          uptime_seconds
+        })))
+      .handle("ready", () => db.readiness)
+      .handle("stats", () =>
+        Effect.gen(function*() {
+          const [uptime_stats, total, storage_failures, uptime_seconds] = yield* Effect.all([
+            stats.snapshot,
+            Effect.option(store.totalRows),
+            stats.storageFailures,
+            stats.uptimeSeconds
+          ])
+          return {
+            uptime_stats,
+            database_total_rows: Option.getOrNull(total),
+            storage_failures,
+            uptime_seconds,
+            started_at: stats.startedAt.toISOString(),
+            service: "aggregator"
+          }
+        }))
+  }))
+
+const field = (item: unknown, name: string): string | null => {
+  if (typeof item !== "object" || item === null) return null
+  const v = (item as Record<string, unknown>)[name]
+  return typeof v === "string" ? v : null
+}
+
+export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handlers) =>
+  Effect.gen(function*() {
+    const config = yield* AggregatorConfig
+    const store = yield* EventStore
+    const stats = yield* Stats
+
+    const store_ = (events: ReadonlyArray<NewEvent>) =>
+      store.insertMany(events).pipe(Effect.tapError(() => stats.recordStorageFailure(events.length)))
+
+    return handlers
+      .handle("publish", ({ payload }) =>
+        Effect.gen(function*() {
+          const event = yield* Either.mapLeft(
+            toNewEvent(payload, config.maxPayloadBytes),
+            (issues) => new ValidationFailed({ message: "the event is invalid", issues })
+          )
+          const [isNew] = yield* store_([event])
+          yield* stats.record(isNew ? { processed: 1, duplicates: 0, rejected: 0 } : { processed: 0, duplicates: 1, rejected: 0 })
+          return { status: isNew ? "processed" as const : "dropped_duplicate" as const, id: event.event_id, topic: event.topic }
+        }), { uninterruptible: true })
+      .handle("publishBatch", ({ payload }) =>
+        Effect.gen(function*() {
+          const items = Array.isArray(payload) ? payload : (payload as { events: ReadonlyArray<unknown> }).events
+          if (items.length > config.maxBatchEvents) {
+            return yield* new PayloadTooLarge({
+              message: `a batch may hold at most ${config.maxBatchEvents} events; split it`,
+              limit: config.maxBatchEvents
+            })
+          }
+          const checked = items.map((item) => validateItem(item, config.maxPayloadBytes))
+          const valid: Array<NewEvent> = []
+          for (const c of checked) if (Either.isRight(c)) valid.push(c.right)
+          const isNew = valid.length > 0 ? yield* store_(valid) : []
+          let next = 0, processed = 0, duplicates = 0
+          const results = checked.map((c, index): BatchItemResult => {
+            if (Either.isLeft(c)) {
+              return { index, topic: field(items[index], "topic"), event_id: field(items[index], "event_id"), status: "rejected", errors: c.left }
+            }
+            const stored = isNew[next++]
+            if (stored) processed++
+            else duplicates++
+            return { index, topic: c.right.topic, event_id: c.right.event_id, status: stored ? "processed" : "dropped_duplicate" }
+          })
+          const rejected = items.length - valid.length
+          yield* stats.record({ processed, duplicates, rejected })
+          return { received: items.length, processed, duplicates, rejected, results }
+        }), { uninterruptible: true })
+      .handle("list", ({ urlParams }) =>
+        store.list({
+          limit: urlParams.limit ?? DEFAULT_LIST_LIMIT,
+          ...(urlParams.topic !== undefined ? { topic: urlParams.topic } : {}),
+          ...(urlParams.before !== undefined ? { before: urlParams.before } : {})
+        }))
+      .handle("get", ({ path }) =>
+        Effect.flatMap(store.get(path.topic, path.event_id), (event) =>
+          event === undefined
+            ? Effect.fail(new NotFound({ message: `no event ${path.event_id} in topic ${path.topic}` }))
+            : Effect.succeed(event)))
+  }))
+
+type Route = { readonly method: string; readonly pattern: RegExp }
+
+const routesOf = (api: HttpApi.HttpApi.Any): ReadonlyArray<Route> => {
+  const routes: Array<Route> = []
+  HttpApi.reflect(api as HttpApi.HttpApi.AnyWithProps, {
+    onGroup: () => {},
+    onEndpoint: ({ endpoint }) => {
+      const pattern = endpoint.path.split("/").map((s) => s.startsWith(":") ? "[^/]+" : s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+      routes.push({ method: endpoint.method, pattern: new RegExp(`^${pattern.join("/")}/?$`) })
+    }
+  })
+  return routes
+}
+
+const json = (status: number, body: unknown, headers?: Record<string, string>) =>
+  HttpServerResponse.unsafeJson(body, { status, ...(headers ? { headers } : {}) })
+
+const encodeUnavailable = Schema.encodeSync(StorageUnavailable)
+const encodeTooLarge = Schema.encodeSync(PayloadTooLarge)
+const encodeUnsupported = Schema.encodeSync(UnsupportedMediaType)
+
+/**
+ * Shapes every answer that does not come from a handler's success:
+ * - the body byte limit (413), and one 422 for every validation failure (the framework answers a schema
+ *   failure with 400 and a non-JSON body with a defect);
+ * - JSON 404s, and 405 with `Allow` for a known path under the wrong method;
+ * - 503 with `Retry-After`;
+ * - a JSON 500 for anything unexpected, logged, with no stack to the client.
+ * A rejected `POST /publish` counts as one rejected event.
+ */
+export const ApiMiddlewareLive = HttpApiBuilder.middleware(
+  AggregatorApi,
+  Effect.gen(function*() {
+    const config = yield* AggregatorConfig
+    const stats = yield* Stats
+    const routes = routesOf(AggregatorApi)
+    const retryAfter = { "retry-after": String(config.retryAfterSeconds) }
+
+    const notRouted = (request: HttpServerRequest.HttpServerRequest) => {
+      const path = request.url.split("?")[0]
+      const allowed = [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))]
+      return allowed.length > 0
+        ? json(405, {
+          error: "method_not_allowed",
+          message: `${request.method} is not allowed on ${path}; use ${allowed.join(", ")}`
+        }, { allow: allowed.join(", ") })
+        : json(404, { error: "not_found", message: `no route ${request.method} ${path}` })
+    }
+
+    const recover = (request: HttpServerRequest.HttpServerRequest) =>
+    (cause: Cause.Cause<unknown>): Effect.Effect<HttpServerResponse.HttpServerResponse, unknown> => {
+      if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause)
+      const failure = Cause.failureOption(cause)
+      if (Option.isSome(failure)) {
+        const e = failure.value
+        if (e instanceof HttpApiError.HttpApiDecodeError) {
+          return Effect.fail(
+            new ValidationFailed({
+              message: `the request is invalid (${e.issues.length} issue${e.issues.length === 1 ? "" : "s"})`,
+              issues: e.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message }))
+            })
+          )
+        }
+        if (e instanceof StorageUnavailable) return Effect.succeed(json(503, encodeUnavailable(e), retryAfter))
+        if (HttpServerError.isServerError(e) && e._tag === "RouteNotFound") return Effect.succeed(notRouted(request))
+        return Effect.failCause(cause)
+      }
+      const defect = Cause.dieOption(cause)
+      if (Option.isSome(defect) && HttpServerError.isServerError(defect.value) && defect.value._tag === "RequestError") {
+        if (defect.value.reason === "Decode") {
+          return Effect.fail(
+            new ValidationFailed({ message: "body must be JSON", issues: [{ path: "", message: "body is not valid JSON" }] })
+          )
+        }
+      }
+      return Effect.logError("unhandled failure", cause).pipe(
+        Effect.as(json(500, { error: "internal_error", message: "internal error; see the server log" }))
+      )
+    }
+
+    const countRejected = stats.record({ processed: 0, duplicates: 0, rejected: 1 })
+
+    return (app) =>
+      Effect.gen(function*() {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        const countsAsEvent = request.method === "POST" && request.url.split("?")[0] === "/publish"
+        if (request.method === "POST" || request.method === "PUT" || request.method === "PATCH") {
+          const body = yield* Effect.either(readBody(request, config.maxBodyBytes))
+          if (Either.isLeft(body)) {
+            if (countsAsEvent) yield* countRejected
+            const e = body.left
+            // The unread rest of an oversized body is not worth draining: close the connection.
+            return e instanceof PayloadTooLarge
+              ? json(413, encodeTooLarge(e), { connection: "close" })
+              : e instanceof UnsupportedMediaType
+              ? json(415, encodeUnsupported(e))
+              : yield* e
+          }
+          presetBody(request, body.right)
+        }
+        return yield* app.pipe(
+          Effect.catchAllCause(recover(request)),
+          Effect.tapError((e) => countsAsEvent && e instanceof ValidationFailed ? countRejected : Effect.void)
+        ) as Effect.Effect<HttpServerResponse.HttpServerResponse, ValidationFailed | PayloadTooLarge>
+      })
+  }),
+  { withContext: true }
+)

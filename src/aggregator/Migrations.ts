@@ -1,0 +1,9 @@
+import { Migrator } from "@effect/sql"
+import CreateEvents from "./migrations/0001_create_events.js"
+
+/** Numbered, append-only; run before the aggregator serves. Bundled as a record so `dist/` and vitest agree. */
+export const runMigrations = Migrator.make({})({
+  loader: Migrator.fromRecord({
+    "0001_create_events": CreateEvents
+  })
+})

@@ -1,0 +1,35 @@
+import { Effect, Ref } from "effect"
+import type { UptimeStats } from "../domain/Event.js"
+
+export interface Outcome {
+  readonly processed: number
+  readonly duplicates: number
+  readonly rejected: number
+}
+
+const zero: UptimeStats = { received: 0, unique_processed: 0, duplicate_dropped: 0, rejected: 0 }
+
+/** Adds an outcome to the counters; `received` moves in the same step, so readers never see it ahead. */
+export const addOutcome = (s: UptimeStats, o: Outcome): UptimeStats => ({
+  received: s.received + o.processed + o.duplicates + o.rejected,
+  unique_processed: s.unique_processed + o.processed,
+  duplicate_dropped: s.duplicate_dropped + o.duplicates,
+  rejected: s.rejected + o.rejected
+})
+
+/** This process's counters. An event counts as received when its outcome is decided (stored, duplicate or rejected). */
+export class Stats extends Effect.Service<Stats>()("Aggregator/Stats", {
+  effect: Effect.gen(function*() {
+    const counters = yield* Ref.make(zero)
+    const storageFailures = yield* Ref.make(0)
+    const startedAt = new Date()
+    return {
+      record: (o: Outcome) => Ref.update(counters, (s) => addOutcome(s, o)),
+      recordStorageFailure: (events: number) => Ref.update(storageFailures, (n) => n + events),
+      snapshot: Ref.get(counters),
+      storageFailures: Ref.get(storageFailures),
+      startedAt,
+      uptimeSeconds: Effect.sync(() => (Date.now() - startedAt.getTime()) / 1000)
+    } as const
+  })
+}) {}

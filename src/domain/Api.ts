@@ -1,0 +1,75 @@
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import { Schema } from "effect"
+import { NotFound, NotReady, PayloadTooLarge, StorageUnavailable, UnsupportedMediaType, ValidationFailed } from "./Errors.js"
+import {
+  Alive,
+  BatchInput,
+  BatchResult,
+  DroppedDuplicate,
+  EventId,
+  EventInput,
+  Processed,
+  Ready,
+  Stats,
+  StoredEvent,
+  Topic
+} from "./Event.js"
+
+export const MAX_LIST_LIMIT = 1000
+export const DEFAULT_LIST_LIMIT = 20
+
+const IntFromString = (min: number, max: number) =>
+  Schema.NumberFromString.pipe(Schema.int(), Schema.between(min, max))
+
+export const ListParams = Schema.Struct({
+  topic: Schema.optionalWith(Topic, { exact: true }),
+  limit: Schema.optionalWith(IntFromString(1, MAX_LIST_LIMIT), { exact: true }),
+  before: Schema.optionalWith(IntFromString(1, Number.MAX_SAFE_INTEGER), { exact: true })
+}).annotations({ parseOptions: { errors: "all" } })
+
+export class HealthGroup extends HttpApiGroup.make("health")
+  .add(HttpApiEndpoint.get("alive", "/").addSuccess(Alive))
+  .add(HttpApiEndpoint.get("ready", "/ready").addSuccess(Ready).addError(NotReady))
+  .add(HttpApiEndpoint.get("stats", "/stats").addSuccess(Stats))
+{}
+
+export class EventsGroup extends HttpApiGroup.make("events")
+  .add(
+    HttpApiEndpoint.post("publish", "/publish")
+      .setPayload(EventInput)
+      .addSuccess(Processed, { status: 201 })
+      .addSuccess(DroppedDuplicate, { status: 200 })
+      .addError(StorageUnavailable)
+  )
+  .add(
+    HttpApiEndpoint.post("publishBatch", "/publish/batch")
+      .setPayload(BatchInput)
+      .addSuccess(BatchResult)
+      .addError(StorageUnavailable)
+  )
+  .add(
+    HttpApiEndpoint.get("list", "/events")
+      .setUrlParams(ListParams)
+      .addSuccess(Schema.Array(StoredEvent))
+      .addError(StorageUnavailable)
+  )
+  .add(
+    HttpApiEndpoint.get("get", "/events/:topic/:event_id")
+      .setPath(Schema.Struct({ topic: Topic, event_id: EventId }))
+      .addSuccess(StoredEvent)
+      .addError(NotFound)
+      .addError(StorageUnavailable)
+  )
+{}
+
+export class AggregatorApi extends HttpApi.make("aggregator")
+  .add(HealthGroup)
+  .add(EventsGroup)
+  .addError(ValidationFailed)
+  .addError(PayloadTooLarge)
+  .addError(UnsupportedMediaType)
+  .annotateContext(OpenApi.annotations({
+    title: "log-aggregator",
+    description: "Idempotent event ingestion: every (topic, event_id) is stored exactly once."
+  }))
+{}

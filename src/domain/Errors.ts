@@ -1,0 +1,62 @@
+import { HttpApiSchema } from "@effect/platform"
+import { Schema } from "effect"
+import { Issue } from "./Event.js"
+
+export class ValidationFailed extends Schema.TaggedError<ValidationFailed>()(
+  "ValidationFailed",
+  {
+    error: Schema.tag("validation_failed"),
+    message: Schema.String,
+    issues: Schema.Array(Issue)
+  },
+  HttpApiSchema.annotations({ status: 422, description: "The request or one of its fields is invalid; nothing was stored" })
+) {}
+
+export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()(
+  "PayloadTooLarge",
+  {
+    error: Schema.tag("payload_too_large"),
+    message: Schema.String,
+    limit: Schema.Number
+  },
+  HttpApiSchema.annotations({ status: 413, description: "Body bytes or batch size over the configured limit" })
+) {}
+
+export class NotFound extends Schema.TaggedError<NotFound>()(
+  "NotFound",
+  {
+    error: Schema.tag("not_found"),
+    message: Schema.String
+  },
+  HttpApiSchema.annotations({ status: 404 })
+) {}
+
+export class StorageUnavailable extends Schema.TaggedError<StorageUnavailable>()(
+  "StorageUnavailable",
+  {
+    error: Schema.tag("storage_unavailable"),
+    message: Schema.String
+  },
+  HttpApiSchema.annotations({
+    status: 503,
+    description: "The database is unreachable or the write did not commit; retry after `Retry-After` seconds"
+  })
+) {}
+
+export class NotReady extends Schema.TaggedError<NotReady>()(
+  "NotReady",
+  {
+    error: Schema.tag("not_ready"),
+    reason: Schema.String
+  },
+  HttpApiSchema.annotations({ status: 503 })
+) {}
+
+export class UnsupportedMediaType extends Schema.TaggedError<UnsupportedMediaType>()(
+  "UnsupportedMediaType",
+  {
+    error: Schema.tag("unsupported_media_type"),
+    message: Schema.String
+  },
+  HttpApiSchema.annotations({ status: 415, description: "Bodies must be JSON, optionally gzip- or deflate-encoded" })
+) {}

@@ -1,0 +1,208 @@
+import { Schema } from "effect"
+
+const codePoints = (s: string): number => {
+  let n = 0
+  for (const _ of s) n++
+  return n
+}
+
+// PostgreSQL text and jsonb refuse NUL and unpaired surrogates; reject them here so they are a 422,
+// never a database error.
+const storable = (s: string): boolean => !s.includes("\u0000") && s.isWellFormed()
+
+const boundedText = (name: string, max: number, extra?: (s: string) => boolean, extraMessage?: string) =>
+  Schema.String.pipe(
+    Schema.filter((s) => {
+      const n = codePoints(s)
+      if (n < 1) return `${name} must not be empty`
+      if (n > max) return `${name} must be at most ${max} characters`
+      if (!storable(s)) return `${name} must be valid Unicode text without NUL characters`
+      if (extra !== undefined && !extra(s)) return extraMessage
+      return true
+    }, { jsonSchema: { minLength: 1, maxLength: max } })
+  )
+
+// eslint-disable-next-line no-control-regex
+const controlCharacters = /[\u0000-\u001f\u007f-\u009f]/
+
+export const Topic = boundedText("topic", 255, (s) => !controlCharacters.test(s), "topic must not contain control characters")
+  .annotations({ identifier: "Topic", description: "1–255 characters, no control characters", examples: ["orders"] })
+
+export const EventId = boundedText("event_id", 255)
+  .annotations({ identifier: "EventId", description: "1–255 characters; unique within its topic", examples: ["evt-0001"] })
+
+export const Source = Schema.String.pipe(
+  Schema.filter((s) => {
+    if (codePoints(s) > 255) return "source must be at most 255 characters"
+    if (!storable(s)) return "source must be valid Unicode text without NUL characters"
+    return true
+  })
+).annotations({ identifier: "Source", description: "Optional producer name, at most 255 characters" })
+
+const isoDateTime =
+  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$/
+
+/** The parsed parts of an ISO-8601 date-time, or a reason it is not one. */
+export const parseTimestamp = (s: string): { readonly utcIso: string } | { readonly error: string } => {
+  const m = isoDateTime.exec(s)
+  if (m === null) return { error: "timestamp must be an ISO-8601 date-time, e.g. 2025-01-31T12:00:00.123456Z" }
+  const [, y, mo, d, h, mi, sec = "00", frac = "", z, sign, oh, om = "00"] = m
+  const year = Number(y), month = Number(mo), day = Number(d)
+  const hour = Number(h), minute = Number(mi), second = Number(sec)
+  if (year < 1) return { error: "timestamp year must be 0001 or later" }
+  if (month < 1 || month > 12) return { error: "timestamp month must be 01–12" }
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate()
+  if (day < 1 || day > daysInMonth) return { error: "timestamp day is not in its month" }
+  if (hour > 23 || minute > 59 || second > 59) return { error: "timestamp time of day is out of range" }
+  if (sign !== undefined && (Number(oh) > 15 || Number(om) > 59)) return { error: "timestamp offset is out of range" }
+  const offset = z !== undefined ? "Z" : sign !== undefined ? `${sign}${oh}:${om}` : "Z"
+  const fraction = frac === "" ? "" : `.${frac}`
+  return { utcIso: `${y}-${mo}-${d}T${h}:${mi}:${sec}${fraction}${offset}` }
+}
+
+/** ISO-8601 date-time; without an offset it is read as UTC. Stored as timestamptz (microseconds). */
+export const Timestamp = Schema.String.pipe(
+  Schema.filter((s) => {
+    const r = parseTimestamp(s)
+    return "error" in r ? r.error : true
+  }, { jsonSchema: { format: "date-time" } })
+).annotations({ identifier: "Timestamp", examples: ["2025-01-31T12:00:00.123456Z"] })
+
+export const MAX_PAYLOAD_DEPTH = 64
+
+/** Why a JSON value cannot be stored as jsonb, or undefined when it can. */
+export const payloadProblem = (value: unknown): string | undefined => {
+  const stack: Array<[unknown, number]> = [[value, 0]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!
+    if (depth > MAX_PAYLOAD_DEPTH) return `payload must not nest deeper than ${MAX_PAYLOAD_DEPTH} levels`
+    if (typeof v === "string") {
+      if (!storable(v)) return "payload strings must be valid Unicode text without NUL characters"
+    } else if (typeof v === "number") {
+      if (!Number.isFinite(v)) return "payload numbers must be finite"
+    } else if (Array.isArray(v)) {
+      for (const item of v) stack.push([item, depth + 1])
+    } else if (v !== null && typeof v === "object") {
+      for (const [k, item] of Object.entries(v)) {
+        if (!storable(k)) return "payload keys must be valid Unicode text without NUL characters"
+        stack.push([item, depth + 1])
+      }
+    } else if (typeof v !== "boolean" && v !== null) {
+      return "payload must be a JSON value"
+    }
+  }
+  return undefined
+}
+
+export const Payload = Schema.Unknown.pipe(
+  Schema.filter((v) => payloadProblem(v) ?? true)
+).annotations({ identifier: "Payload", description: "Any JSON value (size limit configurable, 64 KiB by default)" })
+
+export const EventInput = Schema.Struct({
+  topic: Topic,
+  event_id: EventId,
+  timestamp: Timestamp,
+  source: Schema.optionalWith(Source, { exact: true }),
+  payload: Schema.optionalWith(Payload, { exact: true })
+}).annotations({
+  identifier: "EventInput",
+  parseOptions: { errors: "all", onExcessProperty: "ignore" },
+  examples: [{
+    topic: "orders",
+    event_id: "evt-0001",
+    timestamp: "2025-01-31T12:00:00.123456Z",
+    source: "checkout",
+    payload: { amount: 42 }
+  }]
+})
+export type EventInput = typeof EventInput.Type
+
+export const StoredEvent = Schema.Struct({
+  seq: Schema.Number.annotations({ description: "Storage order; use as `before` to page backwards" }),
+  topic: Schema.String,
+  event_id: Schema.String,
+  timestamp: Schema.String,
+  source: Schema.NullOr(Schema.String),
+  payload: Schema.Unknown,
+  received_at: Schema.String
+}).annotations({ identifier: "StoredEvent" })
+export type StoredEvent = typeof StoredEvent.Type
+
+export const Processed = Schema.Struct({
+  status: Schema.Literal("processed"),
+  id: Schema.String,
+  topic: Schema.String
+}).annotations({ identifier: "Processed" })
+
+export const DroppedDuplicate = Schema.Struct({
+  status: Schema.Literal("dropped_duplicate"),
+  id: Schema.String,
+  topic: Schema.String
+}).annotations({ identifier: "DroppedDuplicate" })
+
+export const Issue = Schema.Struct({
+  path: Schema.String,
+  message: Schema.String
+}).annotations({ identifier: "ValidationIssue" })
+export type Issue = typeof Issue.Type
+
+export const ItemStatus = Schema.Literal("processed", "dropped_duplicate", "rejected")
+export type ItemStatus = typeof ItemStatus.Type
+
+export const BatchItemResult = Schema.Struct({
+  index: Schema.Number,
+  topic: Schema.NullOr(Schema.String),
+  event_id: Schema.NullOr(Schema.String),
+  status: ItemStatus,
+  errors: Schema.optionalWith(Schema.Array(Issue), { exact: true })
+}).annotations({ identifier: "BatchItemResult" })
+export type BatchItemResult = typeof BatchItemResult.Type
+
+export const BatchResult = Schema.Struct({
+  received: Schema.Number,
+  processed: Schema.Number,
+  duplicates: Schema.Number,
+  rejected: Schema.Number,
+  results: Schema.Array(BatchItemResult)
+}).annotations({ identifier: "BatchResult" })
+export type BatchResult = typeof BatchResult.Type
+
+/** `{"events":[…]}` or a bare array; each item is validated on its own so one bad event costs nothing else. */
+export const BatchInput = Schema.Union(
+  Schema.Struct({ events: Schema.Array(Schema.Unknown) }),
+  Schema.Array(Schema.Unknown)
+).annotations({
+  identifier: "BatchInput",
+  examples: [{ events: [{ topic: "orders", event_id: "evt-0002", timestamp: "2025-01-31T12:00:01Z" }] }]
+})
+export type BatchInput = typeof BatchInput.Type
+
+export const UptimeStats = Schema.Struct({
+  received: Schema.Number,
+  unique_processed: Schema.Number,
+  duplicate_dropped: Schema.Number,
+  rejected: Schema.Number
+}).annotations({ identifier: "UptimeStats" })
+export type UptimeStats = typeof UptimeStats.Type
+
+export const Stats = Schema.Struct({
+  uptime_stats: UptimeStats,
+  database_total_rows: Schema.NullOr(Schema.Number),
+  storage_failures: Schema.Number,
+  uptime_seconds: Schema.Number,
+  started_at: Schema.String,
+  service: Schema.String
+}).annotations({ identifier: "Stats" })
+export type Stats = typeof Stats.Type
+
+export const Alive = Schema.Struct({
+  status: Schema.Literal("alive"),
+  service: Schema.String,
+  version: Schema.String,
+  uptime_seconds: Schema.Number
+}).annotations({ identifier: "Alive" })
+
+export const Ready = Schema.Struct({
+  status: Schema.Literal("ready"),
+  database: Schema.String
+}).annotations({ identifier: "Ready" })

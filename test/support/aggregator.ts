@@ -1,0 +1,84 @@
+import { HttpServer } from "@effect/platform"
+import { type ChildProcess, spawn } from "node:child_process"
+import { ConfigProvider, Effect, Layer } from "effect"
+import { AggregatorLive } from "../../src/aggregator/Server.js"
+import { freshDatabase } from "./database.js"
+
+export interface Running {
+  readonly url: string
+  readonly databaseUrl: string
+}
+
+/**
+ * An in-process aggregator on a fresh database and a free loopback port, torn down (database dropped)
+ * when the layer's scope closes. `env` overrides settings as the environment would.
+ */
+export const aggregatorLayer = (env: Record<string, string> = {}) =>
+  Layer.unwrapScoped(
+    Effect.gen(function*() {
+      const db = yield* Effect.acquireRelease(
+        Effect.promise(() => freshDatabase("srv")),
+        (db) => Effect.promise(() => db.drop())
+      )
+      const config = new Map(Object.entries({ DATABASE_URL: db.url, PORT: "0", HOST: "127.0.0.1", ...env }))
+      return Layer.effect(
+        TestAggregator,
+        Effect.gen(function*() {
+          const server = yield* HttpServer.HttpServer
+          const address = server.address
+          if (address._tag !== "TcpAddress") return yield* Effect.die("expected a TCP address")
+          return { url: `http://127.0.0.1:${address.port}`, databaseUrl: db.url }
+        })
+      ).pipe(
+        Layer.provide(AggregatorLive),
+        Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(config)))
+      )
+    })
+  )
+
+export class TestAggregator extends Effect.Tag("test/TestAggregator")<TestAggregator, Running>() {}
+
+/** Waits until `GET url` answers 200. */
+export const waitFor = async (url: string, timeoutMs = 30_000) => {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      const res = await fetch(url)
+      if (res.status === 200) return
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${url} did not answer 200 within ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+export interface Spawned {
+  readonly url: string
+  readonly child: ChildProcess
+  readonly output: () => string
+  readonly exited: Promise<number | null>
+}
+
+let nextPort = 20000 + (process.pid % 5000) * 2
+
+/** `node dist/aggregator` as its own process (run `npm run build` first; `npm test` does). */
+export const spawnAggregator = (env: Record<string, string>, port = nextPort++): Spawned => {
+  let output = ""
+  const child = spawn(process.execPath, ["dist/aggregator"], {
+    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Info", ...env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  child.stdout!.on("data", (d) => (output += d))
+  child.stderr!.on("data", (d) => (output += d))
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+  return { url: `http://127.0.0.1:${port}`, child, output: () => output, exited }
+}
+
+export const postJson = (url: string, body: unknown, init: RequestInit = {}) =>
+  fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+    ...init
+  })
