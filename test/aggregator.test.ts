@@ -184,16 +184,16 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
       for (let i = 0; i < 5; i++) {
         expect((yield* promise(() => postJson(`${url}/publish`, event(topic, `e${i}`, { payload: { i } })))).status).toBe(201)
       }
-      const page1: Array<any> = yield* promise(() => fetch(`${url}/events?topic=${topic}&limit=3`).then((r) => r.json()))
+      const page1: Array<any> = yield* promise(() => fetch(`${url}/events?topic=${topic}&limit=3`).then((r) => r.json() as Promise<Array<any>>))
       expect(page1.map((e) => e.event_id)).toEqual(["e4", "e3", "e2"])
       expect(Object.keys(page1[0]).sort()).toEqual(
         ["event_id", "payload", "received_at", "seq", "source", "timestamp", "topic"]
       )
       const page2: Array<any> = yield* promise(() =>
-        fetch(`${url}/events?topic=${topic}&limit=3&before=${page1[2].seq}`).then((r) => r.json())
+        fetch(`${url}/events?topic=${topic}&limit=3&before=${page1[2].seq}`).then((r) => r.json() as Promise<Array<any>>)
       )
       expect(page2.map((e) => e.event_id)).toEqual(["e1", "e0"])
-      const all: Array<any> = yield* promise(() => fetch(`${url}/events`).then((r) => r.json()))
+      const all: Array<any> = yield* promise(() => fetch(`${url}/events`).then((r) => r.json() as Promise<Array<any>>))
       expect(all.length).toBeLessThanOrEqual(20)
       const one: any = yield* promise(() => fetch(`${url}/events/${topic}/e3`).then((r) => r.json()))
       expect(one).toMatchObject({ topic, event_id: "e3", payload: { i: 3 }, timestamp: "2025-03-04T05:06:07.123456Z", source: null })
@@ -256,9 +256,9 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
         const batch = sent.filter((_, i) => ops[i].batch)
         const answers = yield* promise(() =>
           Promise.all([
-            ...singles.map((e) => postJson(`${url}/publish`, e).then(async (r) => [r.status, await r.json()] as const)),
+            ...singles.map((e) => postJson(`${url}/publish`, e).then(async (r) => [r.status, await r.json() as any] as const)),
             batch.length > 0
-              ? postJson(`${url}/publish/batch`, { events: batch }).then(async (r) => [r.status, await r.json()] as const)
+              ? postJson(`${url}/publish/batch`, { events: batch }).then(async (r) => [r.status, await r.json() as any] as const)
               : Promise.resolve([0, null] as const)
           ])
         )

@@ -22,7 +22,16 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       maxBatchEvents: yield* positiveInt("MAX_BATCH_EVENTS", 1000),
       maxPayloadBytes: yield* positiveInt("MAX_PAYLOAD_BYTES", 64 * 1024),
       retryAfterSeconds: yield* positiveInt("RETRY_AFTER_SECONDS", 1),
-      dbRetryMaxDelayMs: yield* positiveInt("DB_RETRY_MAX_DELAY_MS", 5000)
+      dbRetryMaxDelayMs: yield* positiveInt("DB_RETRY_MAX_DELAY_MS", 5000),
+      groupCommit: yield* Config.boolean("GROUP_COMMIT").pipe(Config.withDefault(true)),
+      flushWindowMs: yield* Config.integer("FLUSH_WINDOW_MS").pipe(
+        Config.validate({ message: "FLUSH_WINDOW_MS must be 0 or more", validation: (n) => n >= 0 }),
+        Config.withDefault(0)
+      ),
+      flushMaxEvents: yield* positiveInt("FLUSH_MAX_EVENTS", 1000),
+      flushConcurrency: yield* positiveInt("FLUSH_CONCURRENCY", 4),
+      maxPendingEvents: yield* positiveInt("MAX_PENDING_EVENTS", 20_000),
+      shutdownTimeoutMs: yield* positiveInt("SHUTDOWN_TIMEOUT_MS", 15_000)
     } as const
   })
 }) {}

@@ -10,6 +10,7 @@ import { Cause, Effect, Either, Option, Schema } from "effect"
 import { AggregatorApi, DEFAULT_LIST_LIMIT } from "../domain/Api.js"
 import {
   NotFound,
+  Overloaded,
   PayloadTooLarge,
   StorageUnavailable,
   UnsupportedMediaType,
@@ -18,8 +19,10 @@ import {
 import type { BatchItemResult } from "../domain/Event.js"
 import { presetBody, readBody } from "./Body.js"
 import { AggregatorConfig } from "./Config.js"
+import { Draining } from "./Lifecycle.js"
 import { Database } from "./Database.js"
-import { type NewEvent, EventStore } from "./EventStore.js"
+import { Batcher } from "./Batcher.js"
+import { eventKey, EventStore, type NewEvent } from "./EventStore.js"
 import { Stats } from "./Stats.js"
 import { toNewEvent, validateItem } from "./Validation.js"
 
@@ -68,10 +71,13 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
   Effect.gen(function*() {
     const config = yield* AggregatorConfig
     const store = yield* EventStore
+    const batcher = yield* Batcher
     const stats = yield* Stats
 
-    const store_ = (events: ReadonlyArray<NewEvent>) =>
-      store.insertMany(events).pipe(Effect.tapError(() => stats.recordStorageFailure(events.length)))
+    const write = (events: ReadonlyArray<NewEvent>) =>
+      batcher.submit(events).pipe(
+        Effect.tapErrorTag("StorageUnavailable", () => stats.recordStorageFailure(events.length))
+      )
 
     return handlers
       .handle("publish", ({ payload }) =>
@@ -80,7 +86,7 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
             toNewEvent(payload, config.maxPayloadBytes),
             (issues) => new ValidationFailed({ message: "the event is invalid", issues })
           )
-          const [isNew] = yield* store_([event])
+          const [isNew] = yield* write([event])
           yield* stats.record(isNew ? { processed: 1, duplicates: 0, rejected: 0 } : { processed: 0, duplicates: 1, rejected: 0 })
           return { status: isNew ? "processed" as const : "dropped_duplicate" as const, id: event.event_id, topic: event.topic }
         }), { uninterruptible: true })
@@ -93,21 +99,30 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
               limit: config.maxBatchEvents
             })
           }
+          // Each valid item is written once per key (first occurrence); later repeats are duplicates.
           const checked = items.map((item) => validateItem(item, config.maxPayloadBytes))
-          const valid: Array<NewEvent> = []
-          for (const c of checked) if (Either.isRight(c)) valid.push(c.right)
-          const isNew = valid.length > 0 ? yield* store_(valid) : []
-          let next = 0, processed = 0, duplicates = 0
+          const firstOf = new Map<string, number>()
+          const toWrite: Array<NewEvent> = []
+          const slot = checked.map((c) => {
+            if (Either.isLeft(c)) return -1
+            const key = eventKey(c.right.topic, c.right.event_id)
+            if (firstOf.has(key)) return -2
+            firstOf.set(key, toWrite.length)
+            toWrite.push(c.right)
+            return toWrite.length - 1
+          })
+          const isNew = yield* write(toWrite)
+          let processed = 0, duplicates = 0, rejected = 0
           const results = checked.map((c, index): BatchItemResult => {
             if (Either.isLeft(c)) {
+              rejected++
               return { index, topic: field(items[index], "topic"), event_id: field(items[index], "event_id"), status: "rejected", errors: c.left }
             }
-            const stored = isNew[next++]
+            const stored = slot[index] >= 0 && isNew[slot[index]]
             if (stored) processed++
             else duplicates++
             return { index, topic: c.right.topic, event_id: c.right.event_id, status: stored ? "processed" : "dropped_duplicate" }
           })
-          const rejected = items.length - valid.length
           yield* stats.record({ processed, duplicates, rejected })
           return { received: items.length, processed, duplicates, rejected, results }
         }), { uninterruptible: true })
@@ -142,6 +157,7 @@ const json = (status: number, body: unknown, headers?: Record<string, string>) =
   HttpServerResponse.unsafeJson(body, { status, ...(headers ? { headers } : {}) })
 
 const encodeUnavailable = Schema.encodeSync(StorageUnavailable)
+const encodeOverloaded = Schema.encodeSync(Overloaded)
 const encodeTooLarge = Schema.encodeSync(PayloadTooLarge)
 const encodeUnsupported = Schema.encodeSync(UnsupportedMediaType)
 
@@ -150,7 +166,7 @@ const encodeUnsupported = Schema.encodeSync(UnsupportedMediaType)
  * - the body byte limit (413), and one 422 for every validation failure (the framework answers a schema
  *   failure with 400 and a non-JSON body with a defect);
  * - JSON 404s, and 405 with `Allow` for a known path under the wrong method;
- * - 503 with `Retry-After`;
+ * - 503 and 429 with `Retry-After`;
  * - a JSON 500 for anything unexpected, logged, with no stack to the client.
  * A rejected `POST /publish` counts as one rejected event.
  */
@@ -159,6 +175,7 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
   Effect.gen(function*() {
     const config = yield* AggregatorConfig
     const stats = yield* Stats
+    const draining = yield* Draining
     const routes = routesOf(AggregatorApi)
     const retryAfter = { "retry-after": String(config.retryAfterSeconds) }
 
@@ -188,6 +205,7 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
           )
         }
         if (e instanceof StorageUnavailable) return Effect.succeed(json(503, encodeUnavailable(e), retryAfter))
+        if (e instanceof Overloaded) return Effect.succeed(json(429, encodeOverloaded(e), retryAfter))
         if (HttpServerError.isServerError(e) && e._tag === "RouteNotFound") return Effect.succeed(notRouted(request))
         return Effect.failCause(cause)
       }
@@ -226,7 +244,10 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
         }
         return yield* app.pipe(
           Effect.catchAllCause(recover(request)),
-          Effect.tapError((e) => countsAsEvent && e instanceof ValidationFailed ? countRejected : Effect.void)
+          Effect.tapError((e) => countsAsEvent && e instanceof ValidationFailed ? countRejected : Effect.void),
+          Effect.map((response) =>
+            draining.isOn ? HttpServerResponse.setHeader(response, "connection", "close") : response
+          )
         ) as Effect.Effect<HttpServerResponse.HttpServerResponse, ValidationFailed | PayloadTooLarge>
       })
   }),

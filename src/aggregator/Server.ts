@@ -3,36 +3,50 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
 import { AggregatorApi } from "../domain/Api.js"
+import { Batcher } from "./Batcher.js"
 import { AggregatorConfig } from "./Config.js"
 import { Database } from "./Database.js"
 import { EventStore } from "./EventStore.js"
 import { ApiMiddlewareLive, EventsLive, HealthLive } from "./Http.js"
+import { Draining, DrainOnShutdownLive, NodeServer } from "./Lifecycle.js"
 import { Stats } from "./Stats.js"
 
-const ServicesLive = EventStore.Default.pipe(
+/** Storage, group commit and counters: built first, released last (after the HTTP server has drained). */
+export const ServicesLive = Batcher.Default.pipe(
+  Layer.provideMerge(EventStore.Default),
   Layer.provideMerge(Database.Default),
-  Layer.provideMerge(Stats.Default)
+  Layer.provideMerge(Stats.Default),
+  Layer.provideMerge(Draining.Default)
 )
 
 const ApiLive = HttpApiBuilder.api(AggregatorApi).pipe(
   Layer.provide([HealthLive, EventsLive])
 )
 
-/** The aggregator's HTTP app over its services; needs an HttpServer and the config. */
-export const AggregatorHttp = HttpApiBuilder.serve().pipe(
-  Layer.provide(ApiMiddlewareLive),
-  Layer.provide(ApiLive),
-  Layer.provide(ServicesLive)
-)
-
-/** The Node HTTP server on the configured host and port. */
+/** The Node HTTP server on the configured host and port. Closing it waits for in-flight requests. */
 export const NodeServerLive = Layer.unwrapEffect(
-  Effect.map(AggregatorConfig, (config) => NodeHttpServer.layer(createServer, { port: config.port, host: config.host }))
+  Effect.map(AggregatorConfig, (config) => {
+    const server = createServer({ keepAliveTimeout: 5_000 })
+    return Layer.merge(
+      NodeHttpServer.layer(() => server, { port: config.port, host: config.host }),
+      Layer.succeed(NodeServer, server)
+    )
+  })
 )
 
-/** The whole aggregator: HTTP server, API, storage and counters, from configuration. */
-export const AggregatorLive = AggregatorHttp.pipe(
-  HttpServer.withLogAddress,
+/**
+ * The whole aggregator. Layer order is shutdown order: on SIGTERM the server stops accepting and finishes
+ * in-flight requests (whose writes the batcher still commits), then the batcher, then the pool close.
+ */
+export const AggregatorLive = DrainOnShutdownLive.pipe(
+  Layer.provide(
+    HttpApiBuilder.serve().pipe(
+      Layer.provide(ApiMiddlewareLive),
+      Layer.provide(ApiLive),
+      HttpServer.withLogAddress
+    )
+  ),
   Layer.provideMerge(NodeServerLive),
+  Layer.provideMerge(ServicesLive),
   Layer.provide(AggregatorConfig.Default)
 )

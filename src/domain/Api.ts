@@ -1,6 +1,6 @@
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
-import { NotFound, NotReady, PayloadTooLarge, StorageUnavailable, UnsupportedMediaType, ValidationFailed } from "./Errors.js"
+import { NotFound, NotReady, Overloaded, PayloadTooLarge, StorageUnavailable, UnsupportedMediaType, ValidationFailed } from "./Errors.js"
 import {
   Alive,
   BatchInput,
@@ -39,12 +39,14 @@ export class EventsGroup extends HttpApiGroup.make("events")
       .setPayload(EventInput)
       .addSuccess(Processed, { status: 201 })
       .addSuccess(DroppedDuplicate, { status: 200 })
+      .addError(Overloaded)
       .addError(StorageUnavailable)
   )
   .add(
     HttpApiEndpoint.post("publishBatch", "/publish/batch")
       .setPayload(BatchInput)
       .addSuccess(BatchResult)
+      .addError(Overloaded)
       .addError(StorageUnavailable)
   )
   .add(

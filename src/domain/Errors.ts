@@ -60,3 +60,15 @@ export class UnsupportedMediaType extends Schema.TaggedError<UnsupportedMediaTyp
   },
   HttpApiSchema.annotations({ status: 415, description: "Bodies must be JSON, optionally gzip- or deflate-encoded" })
 ) {}
+
+export class Overloaded extends Schema.TaggedError<Overloaded>()(
+  "Overloaded",
+  {
+    error: Schema.tag("overloaded"),
+    message: Schema.String
+  },
+  HttpApiSchema.annotations({
+    status: 429,
+    description: "Too many events are waiting to be written; retry after `Retry-After` seconds"
+  })
+) {}

@@ -1,0 +1,123 @@
+import { Deferred, Effect, Exit, Queue } from "effect"
+import { Overloaded, StorageUnavailable } from "../domain/Errors.js"
+import { AggregatorConfig } from "./Config.js"
+import { type NewEvent, EventStore } from "./EventStore.js"
+
+interface Pending {
+  readonly events: ReadonlyArray<NewEvent>
+  readonly done: Deferred.Deferred<ReadonlyArray<boolean>, StorageUnavailable>
+}
+
+/**
+ * Group commit. Concurrent submissions are gathered into one multi-row insert and one transaction; each
+ * submitter is answered only after that transaction commits (or every member gets the failure). While
+ * `flushConcurrency` flushes are in flight, new submissions queue and form the next batch, so gathering
+ * overlaps committing. Events waiting or being written are capped: past the cap a submission fails at once
+ * with `Overloaded` (429) instead of growing the heap. With `groupCommit` off every submission is its own
+ * transaction (for comparison).
+ */
+export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
+  scoped: Effect.gen(function*() {
+    const config = yield* AggregatorConfig
+    const store = yield* EventStore
+    const scope = yield* Effect.scope
+    const queue = yield* Queue.unbounded<Pending>()
+    const cap = config.flushMaxEvents
+    const slots = yield* Effect.makeSemaphore(config.groupCommit ? config.flushConcurrency : config.dbPoolSize)
+    let pending = 0
+    let carry: Array<Pending> = []
+    let closing = false
+
+    const gather = Effect.gen(function*() {
+      const batch = carry.length > 0 ? carry : [yield* Queue.take(queue)]
+      carry = []
+      let size = batch.reduce((n, p) => n + p.events.length, 0)
+      if (!config.groupCommit) return batch
+      if (config.flushWindowMs > 0 && size < cap) yield* Effect.sleep(config.flushWindowMs)
+      while (size < cap) {
+        const more = yield* Queue.takeUpTo(queue, cap - size)
+        if (more.length === 0) break
+        for (const p of more) {
+          if (size + p.events.length > cap || carry.length > 0) carry.push(p)
+          else {
+            batch.push(p)
+            size += p.events.length
+          }
+        }
+        if (carry.length > 0) break
+      }
+      return batch
+    })
+
+    const flush = (batch: ReadonlyArray<Pending>) => {
+      const events = batch.length === 1 ? batch[0].events : batch.flatMap((p) => p.events)
+      return store.insertMany(events).pipe(
+        Effect.exit,
+        Effect.flatMap((exit) => {
+          if (Exit.isSuccess(exit)) {
+            let offset = 0
+            return Effect.forEach(batch, (p) => {
+              const mine = exit.value.slice(offset, offset + p.events.length)
+              offset += p.events.length
+              return Deferred.succeed(p.done, mine)
+            }, { discard: true })
+          }
+          const failure = new StorageUnavailable({ message: "the write did not commit; retry later" })
+          return Effect.forEach(batch, (p) => Deferred.fail(p.done, failure), { discard: true })
+        }),
+        Effect.ensuring(Effect.sync(() => {
+          pending -= events.length
+        })),
+        Effect.ensuring(slots.release(1)),
+        Effect.uninterruptible
+      )
+    }
+
+    yield* slots.take(1).pipe(
+      Effect.zipRight(gather),
+      Effect.flatMap((batch) => Effect.forkIn(flush(batch), scope)),
+      Effect.forever,
+      Effect.forkScoped
+    )
+
+    // Runs after the HTTP server has drained; whatever is still queued is refused, never left hanging.
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        closing = true
+        const left = [...carry, ...(yield* Queue.takeAll(queue))]
+        const refused = new StorageUnavailable({ message: "the aggregator is shutting down; retry" })
+        yield* Effect.forEach(left, (p) => Deferred.fail(p.done, refused), { discard: true })
+      })
+    )
+
+    const submitOne = (events: ReadonlyArray<NewEvent>) =>
+      Effect.flatMap(Deferred.make<ReadonlyArray<boolean>, StorageUnavailable>(), (done) =>
+        Queue.offer(queue, { events, done }).pipe(Effect.zipRight(Deferred.await(done))))
+
+    /**
+     * Stores the events (in gathered transactions) and tells, per position, whether this call stored it.
+     * Callers dedupe their own input first; across submissions the earlier one in the queue wins.
+     */
+    const submit = (events: ReadonlyArray<NewEvent>) =>
+      Effect.suspend((): Effect.Effect<ReadonlyArray<boolean>, Overloaded | StorageUnavailable> => {
+        if (events.length === 0) return Effect.succeed([])
+        if (closing) return Effect.fail(new StorageUnavailable({ message: "the aggregator is shutting down; retry" }))
+        if (pending + events.length > config.maxPendingEvents) {
+          return Effect.fail(new Overloaded({ message: "too many events are waiting to be written; retry later" }))
+        }
+        pending += events.length
+        if (events.length <= cap) return submitOne(events)
+        const chunks: Array<ReadonlyArray<NewEvent>> = []
+        for (let i = 0; i < events.length; i += cap) chunks.push(events.slice(i, i + cap))
+        return Effect.map(
+          Effect.forEach(chunks, submitOne, { concurrency: "unbounded" }),
+          (parts) => parts.flat()
+        )
+      })
+
+    return {
+      submit,
+      pendingEvents: Effect.sync(() => pending)
+    } as const
+  })
+}) {}

@@ -1,0 +1,56 @@
+import { Context, Duration, Effect, Layer } from "effect"
+import type * as Http from "node:http"
+import { AggregatorConfig } from "./Config.js"
+
+/** The Node server instance behind the Effect HttpServer, so shutdown can drain it itself. */
+export class NodeServer extends Context.Tag("Aggregator/NodeServer")<NodeServer, Http.Server>() {}
+
+/** Set once shutdown begins: responses then carry `Connection: close` so keep-alive clients let go. */
+export class Draining extends Effect.Service<Draining>()("Aggregator/Draining", {
+  sync: () => {
+    let on = false
+    return {
+      get isOn() {
+        return on
+      },
+      start: Effect.sync(() => {
+        on = true
+      })
+    }
+  }
+}) {}
+
+/**
+ * Graceful shutdown, first of all finalizers: stop accepting, let every in-flight request finish (its
+ * write commits, its answer is sent), close keep-alive connections as they go idle; only then does the
+ * framework unhook its handler and the batcher and pool close. Bounded by SHUTDOWN_TIMEOUT_MS.
+ */
+export const DrainOnShutdownLive = Layer.scopedDiscard(
+  Effect.gen(function*() {
+    const server = yield* NodeServer
+    const draining = yield* Draining
+    const config = yield* AggregatorConfig
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        yield* Effect.logInfo("shutting down: draining in-flight requests")
+        yield* draining.start
+        const closed = Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+          const idle = setInterval(() => server.closeIdleConnections(), 50)
+          return Effect.sync(() => clearInterval(idle))
+        })
+        yield* closed.pipe(
+          Effect.timeoutTo({
+            duration: Duration.millis(config.shutdownTimeoutMs),
+            onSuccess: () => Effect.logInfo("drained"),
+            onTimeout: () =>
+              Effect.logWarning("shutdown timeout: closing remaining connections").pipe(
+                Effect.zipRight(Effect.sync(() => server.closeAllConnections()))
+              )
+          }),
+          Effect.flatten
+        )
+      })
+    )
+  })
+)

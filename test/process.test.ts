@@ -1,0 +1,128 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as net from "node:net"
+import { postJson, spawnAggregator, waitFor } from "./support/aggregator.js"
+import { freshDatabase, query } from "./support/database.js"
+
+// `node dist/aggregator` as a real process: start-up, restart and shutdown behaviour.
+
+const event = (topic: string, event_id: string) => ({ topic, event_id, timestamp: "2025-06-01T00:00:00Z" })
+
+let db: Awaited<ReturnType<typeof freshDatabase>>
+beforeAll(async () => {
+  db = await freshDatabase("proc")
+})
+afterAll(async () => {
+  await db?.drop()
+})
+
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const s = net.createServer()
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(port))
+    })
+    s.on("error", reject)
+  })
+
+/** A TCP proxy to the local PostgreSQL: lets a test make the database reachable later. */
+const startProxy = (port: number) =>
+  new Promise<net.Server>((resolve) => {
+    const server = net.createServer((client) => {
+      const upstream = net.connect(5432, "127.0.0.1")
+      client.pipe(upstream).pipe(client)
+      client.on("error", () => upstream.destroy())
+      upstream.on("error", () => client.destroy())
+    })
+    server.listen(port, "127.0.0.1", () => resolve(server))
+  })
+
+describe("aggregator process", () => {
+  it("keeps its data across a restart: a re-sent event is a duplicate", async () => {
+    const first = spawnAggregator({ DATABASE_URL: db.url }, await freePort())
+    try {
+      await waitFor(`${first.url}/ready`)
+      expect((await postJson(`${first.url}/publish`, event("restart", "r1"))).status).toBe(201)
+    } finally {
+      first.child.kill("SIGTERM")
+    }
+    expect(await first.exited).toBe(0)
+
+    const second = spawnAggregator({ DATABASE_URL: db.url }, await freePort())
+    try {
+      await waitFor(`${second.url}/ready`)
+      const again = await postJson(`${second.url}/publish`, event("restart", "r1"))
+      expect(again.status).toBe(200)
+      expect(await again.json()).toEqual({ status: "dropped_duplicate", id: "r1", topic: "restart" })
+      const stats: any = await (await fetch(`${second.url}/stats`)).json()
+      expect(stats.database_total_rows).toBe(1)
+    } finally {
+      second.child.kill("SIGTERM")
+    }
+    expect(await second.exited).toBe(0)
+  })
+
+  it("starts with the database unreachable: alive, 503 with Retry-After meanwhile, then serves without a restart", async () => {
+    const dbPort = await freePort()
+    const url = new URL(db.url)
+    url.port = String(dbPort)
+    const agg = spawnAggregator({ DATABASE_URL: url.toString(), DB_RETRY_MAX_DELAY_MS: "400" }, await freePort())
+    let proxy: net.Server | undefined
+    try {
+      await waitFor(`${agg.url}/`)
+      const notReady = await fetch(`${agg.url}/ready`)
+      expect(notReady.status).toBe(503)
+      const reason: any = await notReady.json()
+      expect(reason.error).toBe("not_ready")
+      expect(typeof reason.reason).toBe("string")
+
+      const refused = await postJson(`${agg.url}/publish`, event("late", "l1"))
+      expect(refused.status).toBe(503)
+      expect(refused.headers.get("retry-after")).toMatch(/^\d+$/)
+      expect(((await refused.json()) as any).error).toBe("storage_unavailable")
+
+      // a few retries happen and are logged before the database appears
+      await new Promise((r) => setTimeout(r, 1500))
+      expect(agg.output()).toMatch(/database not ready; retrying/)
+      proxy = await startProxy(dbPort)
+
+      await waitFor(`${agg.url}/ready`, 20_000)
+      expect(agg.child.exitCode).toBeNull()
+      expect((await postJson(`${agg.url}/publish`, event("late", "l1"))).status).toBe(201)
+    } finally {
+      agg.child.kill("SIGTERM")
+      await agg.exited
+      await new Promise((r) => proxy ? proxy.close(() => r(undefined)) : r(undefined))
+    }
+    expect(await agg.exited).toBe(0)
+  })
+
+  it("SIGTERM under load: in-flight requests complete, every 201 is in the database, exit code 0", async () => {
+    const agg = spawnAggregator({ DATABASE_URL: db.url }, await freePort())
+    await waitFor(`${agg.url}/ready`)
+    const topic = `term-${Date.now()}`
+    let sentSignal = false
+    const outcomes = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        postJson(`${agg.url}/publish`, event(topic, `k${i}`)).then(
+          (r) => {
+            if (!sentSignal) {
+              sentSignal = true
+              agg.child.kill("SIGTERM")
+            }
+            return { i, status: r.status }
+          },
+          () => ({ i, status: 0 })
+        ))
+    )
+    const code = await agg.exited
+    expect(code).toBe(0)
+    const acked = outcomes.filter((o) => o.status === 201).map((o) => `k${o.i}`)
+    expect(acked.length).toBeGreaterThan(0)
+    // nothing answered with a server error: either a real answer or no connection at all
+    expect(outcomes.filter((o) => o.status >= 500)).toEqual([])
+    const rows = await query(db.url, "SELECT event_id FROM events WHERE topic = $1", [topic])
+    const stored = new Set(rows.map((r) => r.event_id))
+    expect(acked.filter((k) => !stored.has(k))).toEqual([])
+  })
+})
