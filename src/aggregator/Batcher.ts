@@ -28,23 +28,29 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     let carry: Array<Pending> = []
     let closing = false
 
+    // Items that did not fit the previous flush go first, in arrival order.
     const gather = Effect.gen(function*() {
-      const batch = carry.length > 0 ? carry : [yield* Queue.take(queue)]
-      carry = []
-      let size = batch.reduce((n, p) => n + p.events.length, 0)
+      const first = carry.length > 0 ? carry.shift()! : yield* Queue.take(queue)
+      const batch = [first]
+      let size = first.events.length
       if (!config.groupCommit) return batch
       if (config.flushWindowMs > 0 && size < cap) yield* Effect.sleep(config.flushWindowMs)
-      while (size < cap) {
+      while (carry.length > 0 && size + carry[0].events.length <= cap) {
+        const p = carry.shift()!
+        batch.push(p)
+        size += p.events.length
+      }
+      while (carry.length === 0 && size < cap) {
         const more = yield* Queue.takeUpTo(queue, cap - size)
         if (more.length === 0) break
         for (const p of more) {
-          if (size + p.events.length > cap || carry.length > 0) carry.push(p)
-          else {
+          if (carry.length === 0 && size + p.events.length <= cap) {
             batch.push(p)
             size += p.events.length
+          } else {
+            carry.push(p)
           }
         }
-        if (carry.length > 0) break
       }
       return batch
     })
