@@ -17,6 +17,8 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       ),
       host: yield* Config.string("HOST").pipe(Config.withDefault("0.0.0.0")),
       databaseUrl: yield* Config.option(Config.redacted("DATABASE_URL")),
+      // the embedded PostgreSQL (PGlite) keeps its files here when DATABASE_URL is unset; "memory://" keeps none
+      dataDir: yield* Config.string("DATA_DIR").pipe(Config.withDefault("./data")),
       dbPoolSize: yield* positiveInt("DB_POOL_SIZE", 10),
       maxBodyBytes: yield* positiveInt("MAX_BODY_BYTES", 1024 * 1024),
       maxBatchEvents: yield* positiveInt("MAX_BATCH_EVENTS", 1000),

@@ -17,6 +17,7 @@ import {
 import { NotReady, StorageUnavailable } from "../domain/Errors.js"
 import { AggregatorConfig } from "./Config.js"
 import { runMigrations } from "./Migrations.js"
+import * as PgliteClient from "./PgliteClient.js"
 
 const describe = (e: unknown): string => {
   if (e instanceof Error || (typeof e === "object" && e !== null && "message" in e)) {
@@ -38,9 +39,10 @@ export class Database extends Effect.Service<Database>()("Aggregator/Database", 
     const scope = yield* Effect.scope
     const connected = yield* Deferred.make<SqlClient.SqlClient>()
     const lastError = yield* Ref.make("connecting to the database")
+    const backend = Option.isSome(config.databaseUrl) ? "postgresql" : "pglite"
 
     const clientLayer: Layer.Layer<SqlClient.SqlClient, unknown> = Option.match(config.databaseUrl, {
-      onNone: () => Layer.fail(new Error("DATABASE_URL is not set")),
+      onNone: () => PgliteClient.layer({ dataDir: config.dataDir }),
       onSome: (url) =>
         PgClient.layer({
           url,
@@ -73,7 +75,7 @@ export class Database extends Effect.Service<Database>()("Aggregator/Database", 
       }),
       Effect.retry(retrySchedule),
       Effect.flatMap((sql) => Deferred.succeed(connected, sql)),
-      Effect.zipRight(Effect.logInfo("database connected and migrated")),
+      Effect.zipRight(Effect.logInfo("database connected and migrated").pipe(Effect.annotateLogs("database", backend))),
       Effect.forkScoped
     )
 
@@ -95,10 +97,10 @@ export class Database extends Effect.Service<Database>()("Aggregator/Database", 
         }))
       )
       yield* sql`SELECT 1`.pipe(
-        Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => new NotReady({ reason: "database ping timed out" }) }),
+        Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new NotReady({ reason: "database ping timed out" }) }),
         Effect.catchTag("SqlError", (e) => Effect.fail(new NotReady({ reason: describe(e) })))
       )
-      return { status: "ready" as const, database: "postgresql" }
+      return { status: "ready" as const, database: backend }
     })
 
     return {

@@ -1,0 +1,106 @@
+import * as Reactivity from "@effect/experimental/Reactivity"
+import { SqlClient } from "@effect/sql"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { SqlError } from "@effect/sql/SqlError"
+import { PgClient } from "@effect/sql-pg"
+import { PGlite, type QueryOptions, type Results, types } from "@electric-sql/pglite"
+import { Effect, Layer, Stream } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+
+export interface PgliteClientOptions {
+  /** A directory for the database files; `undefined` keeps the database in memory. */
+  readonly dataDir: string | undefined
+  /** Tests only: drop the single-connection lock to show what it prevents. */
+  readonly unsafeNoLock?: boolean
+}
+
+type Transform = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
+
+// As node-postgres: int8 stays a string so no precision is lost silently.
+const parsers = { [types.INT8]: (value: string) => value }
+
+const failed = (cause: unknown) => new SqlError({ cause, message: "Failed to execute statement" })
+
+// Without parameters node-postgres uses the simple protocol, which allows several statements in one string
+// and answers one row list per statement; `exec` is PGlite's simple protocol.
+const rowsOf = (results: ReadonlyArray<Results>) =>
+  results.length === 1 ? results[0].rows : results.map((r) => r.rows)
+
+const makeConnection = (
+  db: PGlite,
+  guard: <A>(statement: Effect.Effect<A, SqlError>) => Effect.Effect<A, SqlError>
+): Connection => {
+  // PGlite cannot cancel a running statement: it keeps the lock until the statement ends.
+  const run = (sql: string, params: ReadonlyArray<unknown>, options?: QueryOptions) =>
+    guard(Effect.uninterruptible(Effect.tryPromise({
+      try: () => params.length === 0 ? db.exec(sql, options) : db.query<Record<string, unknown>>(sql, [...params], options).then((r) => [r]),
+      catch: failed
+    })))
+
+  const execute = (sql: string, params: ReadonlyArray<unknown>, transformRows: Transform) =>
+    Effect.map(run(sql, params), (results) => {
+      const rows = rowsOf(results)
+      return transformRows ? transformRows(rows) : rows
+    })
+
+  return {
+    execute,
+    executeUnprepared: execute,
+    executeRaw: (sql, params) => Effect.map(run(sql, params), (results) => results.length === 1 ? results[0] : results),
+    executeValues: (sql, params) =>
+      Effect.map(run(sql, params, { rowMode: "array" }), (results) => results[results.length - 1].rows as any),
+    executeStream: (sql, params, transformRows) =>
+      Stream.fromIterableEffect(execute(sql, params, transformRows))
+  }
+}
+
+const open = (dataDir: string | undefined) =>
+  Effect.acquireRelease(
+    Effect.tryPromise({
+      try: () => {
+        // PGlite creates only the last folder of its path
+        if (dataDir !== undefined && !/^[a-z0-9-]+:\/\//i.test(dataDir)) {
+          Fs.mkdirSync(Path.dirname(Path.resolve(dataDir)), { recursive: true })
+        }
+        return PGlite.create(dataDir, { parsers })
+      },
+      catch: (cause) => new SqlError({ cause, message: `PgliteClient: failed to open ${dataDir ?? "an in-memory database"}` })
+    }),
+    (db) => Effect.promise(() => db.close())
+  )
+
+/**
+ * An `@effect/sql` client on embedded PostgreSQL (PGlite), with the pg dialect and compiler so the server's
+ * migrations and SQL run unchanged. PGlite is one connection: a transaction holds the lock from BEGIN to
+ * COMMIT/ROLLBACK and any other statement takes it for its own run, so one fiber's COMMIT can never end
+ * another fiber's transaction. A statement run inside a transaction from a fiber that does not carry the
+ * transaction (no `TransactionConnection` in its context) waits for the lock, as with a pool of one.
+ */
+export const make = (options: PgliteClientOptions) =>
+  Effect.gen(function*() {
+    const db = yield* open(options.dataDir)
+    const lock = yield* Effect.makeSemaphore(1)
+    // Closing waits for the statement or transaction that holds the lock.
+    yield* Effect.addFinalizer(() => lock.take(1).pipe(Effect.timeoutOption("10 seconds")))
+
+    const unlocked = makeConnection(db, (statement) => statement)
+    const locked = options.unsafeNoLock ? unlocked : makeConnection(db, lock.withPermits(1))
+    const holdLock = options.unsafeNoLock
+      ? Effect.void
+      : Effect.acquireRelease(lock.take(1), () => lock.release(1))
+
+    return yield* SqlClient.make({
+      acquirer: Effect.succeed(locked),
+      transactionAcquirer: Effect.as(holdLock, unlocked),
+      compiler: PgClient.makeCompiler(),
+      spanAttributes: [
+        ["db.system.name", "postgresql"],
+        ["db.namespace", options.dataDir ?? "memory"]
+      ]
+    })
+  })
+
+/** The `SqlClient` on PGlite; closing the layer closes the database. */
+export const layer = (options: PgliteClientOptions): Layer.Layer<SqlClient.SqlClient, SqlError> =>
+  Layer.scoped(SqlClient.SqlClient, make(options)).pipe(Layer.provide(Reactivity.layer))
