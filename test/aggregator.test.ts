@@ -1,6 +1,7 @@
-import { expect, layer } from "@effect/vitest"
+import { describe, expect, layer } from "@effect/vitest"
 import { Effect, FastCheck as fc } from "effect"
 import { aggregatorLayer, postJson, TestAggregator } from "./support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { query } from "./support/database.js"
 
 const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
@@ -17,6 +18,7 @@ const event = (topic: string, event_id: string, extra: Record<string, unknown> =
 
 const stats = (url: string) => promise(() => fetch(`${url}/stats`).then((r) => r.json() as Promise<any>))
 
+describe.skipIf(skipWithoutPostgres)(`aggregator over HTTP${withoutPostgresNote}`, () => {
 layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("aggregator over PostgreSQL", (it) => {
   it.effect("GET / says alive and GET /ready says ready once migrated", () =>
     Effect.gen(function*() {
@@ -289,4 +291,4 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
     { fastCheck: { numRuns: 25 } }
   )
 })
-
+})

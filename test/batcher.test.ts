@@ -5,6 +5,7 @@ import { AggregatorConfig } from "../src/aggregator/Config.js"
 import { Database } from "../src/aggregator/Database.js"
 import { eventKey, EventStore, type NewEvent } from "../src/aggregator/EventStore.js"
 import { StorageUnavailable } from "../src/domain/Errors.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { freshDatabase, query } from "./support/database.js"
 
 const ev = (key: number, topic = "t"): NewEvent => ({
@@ -158,7 +159,7 @@ describe("Batcher (group commit)", () => {
       )
     }))
 
-  it.live("against PostgreSQL: concurrent overlapping submissions store each key once; a failing flush rolls back whole", () =>
+  it.live.skipIf(skipWithoutPostgres)(`against PostgreSQL${withoutPostgresNote}: concurrent overlapping submissions store each key once; a failing flush rolls back whole`, () =>
     Effect.gen(function*() {
       const db = yield* Effect.acquireRelease(Effect.promise(() => freshDatabase("batch")), (d) => Effect.promise(() => d.drop()))
       const layer = Batcher.Default.pipe(

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as net from "node:net"
 import { postJson, spawnAggregator, waitFor } from "./support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { freshDatabase, query } from "./support/database.js"
 
 // `node dist/aggregator` as a real process: start-up, restart and shutdown behaviour.
@@ -8,12 +9,6 @@ import { freshDatabase, query } from "./support/database.js"
 const event = (topic: string, event_id: string) => ({ topic, event_id, timestamp: "2025-06-01T00:00:00Z" })
 
 let db: Awaited<ReturnType<typeof freshDatabase>>
-beforeAll(async () => {
-  db = await freshDatabase("proc")
-})
-afterAll(async () => {
-  await db?.drop()
-})
 
 const freePort = () =>
   new Promise<number>((resolve, reject) => {
@@ -37,7 +32,14 @@ const startProxy = (port: number) =>
     server.listen(port, "127.0.0.1", () => resolve(server))
   })
 
-describe("aggregator process", () => {
+describe.skipIf(skipWithoutPostgres)(`aggregator process${withoutPostgresNote}`, () => {
+  beforeAll(async () => {
+    db = await freshDatabase("proc")
+  })
+  afterAll(async () => {
+    await db?.drop()
+  })
+
   it("keeps its data across a restart: a re-sent event is a duplicate", async () => {
     const first = spawnAggregator({ DATABASE_URL: db.url }, await freePort())
     try {

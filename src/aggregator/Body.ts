@@ -56,6 +56,9 @@ export const readBody = (request: HttpServerRequest.HttpServerRequest, maxBytes:
       return yield* new UnsupportedMediaType({ message: `content-type must be application/json, not ${contentType}` })
     }
     const incoming = NodeHttpServerRequest.toIncomingMessage(request)
+    // The framework reads only a literal `application/json` as JSON (anything else it would wait for as
+    // raw bytes we have already consumed), so name the accepted variants (`+json`, any case) that way.
+    if (contentType !== undefined) incoming.headers["content-type"] = "application/json"
     const encoding = (request.headers["content-encoding"] ?? "identity").trim().toLowerCase()
     const declared = Number(request.headers["content-length"] ?? "NaN")
     const tooLarge = new PayloadTooLarge({ message: `request body must be at most ${maxBytes} bytes`, limit: maxBytes })

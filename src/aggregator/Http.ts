@@ -158,6 +158,7 @@ const json = (status: number, body: unknown, headers?: Record<string, string>) =
 
 const encodeUnavailable = Schema.encodeSync(StorageUnavailable)
 const encodeOverloaded = Schema.encodeSync(Overloaded)
+const encodeNotFound = Schema.encodeSync(NotFound)
 const encodeTooLarge = Schema.encodeSync(PayloadTooLarge)
 const encodeUnsupported = Schema.encodeSync(UnsupportedMediaType)
 
@@ -182,12 +183,12 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
     const notRouted = (request: HttpServerRequest.HttpServerRequest) => {
       const path = request.url.split("?")[0]
       const allowed = [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))]
-      return allowed.length > 0
+      return allowed.length > 0 && !allowed.includes(request.method)
         ? json(405, {
           error: "method_not_allowed",
           message: `${request.method} is not allowed on ${path}; use ${allowed.join(", ")}`
         }, { allow: allowed.join(", ") })
-        : json(404, { error: "not_found", message: `no route ${request.method} ${path}` })
+        : json(404, encodeNotFound(new NotFound({ message: `no route ${request.method} ${path}` })))
     }
 
     const recover = (request: HttpServerRequest.HttpServerRequest) =>

@@ -1,8 +1,40 @@
-import { HttpApiClient } from "@effect/platform"
-import type { Effect } from "effect"
+import { HttpApiClient, HttpClient, type HttpClientError, HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import { Effect, type ParseResult } from "effect"
 import { AggregatorApi } from "../domain/Api.js"
+import { NotFound, StorageUnavailable } from "../domain/Errors.js"
+import { StoredEvent } from "../domain/Event.js"
 
-/** A typed client for one aggregator, derived from the shared HttpApi definition. Needs an HttpClient. */
-export const makeClient = (baseUrl: string) => HttpApiClient.make(AggregatorApi, { baseUrl })
+/**
+ * A typed client for one aggregator, derived from the shared HttpApi definition. Needs an HttpClient.
+ * `events.get` is written out because the derived client puts path parameters into the URL unencoded,
+ * and a topic or event id may hold `/`, `?`, `#` or `%`.
+ */
+type Failure = NotFound | StorageUnavailable | HttpClientError.HttpClientError | ParseResult.ParseError
+
+export const makeClient = (baseUrl: string) =>
+  Effect.gen(function*() {
+    const derived = yield* HttpApiClient.make(AggregatorApi, { baseUrl })
+    const http = (yield* HttpClient.HttpClient).pipe(HttpClient.mapRequest(HttpClientRequest.prependUrl(baseUrl)))
+    const get = (
+      args: { readonly path: { readonly topic: string; readonly event_id: string } }
+    ): Effect.Effect<StoredEvent, Failure> =>
+      http.get(`/events/${encodeURIComponent(args.path.topic)}/${encodeURIComponent(args.path.event_id)}`).pipe(
+        Effect.flatMap((r): Effect.Effect<StoredEvent, Failure> => {
+          switch (r.status) {
+            case 200:
+              return HttpClientResponse.schemaBodyJson(StoredEvent)(r)
+            case 404:
+              return Effect.flatMap(HttpClientResponse.schemaBodyJson(NotFound)(r), (e) => Effect.fail(e))
+            case 503:
+              return Effect.flatMap(HttpClientResponse.schemaBodyJson(StorageUnavailable)(r), (e) => Effect.fail(e))
+            default:
+              return Effect.flatMap(r.text, (body) => Effect.dieMessage(`GET event: unexpected ${r.status}: ${body}`))
+          }
+        }),
+        Effect.scoped
+      )
+    return { ...derived, events: { ...derived.events, get } }
+  })
 
 export type Client = Effect.Effect.Success<ReturnType<typeof makeClient>>
+

@@ -65,8 +65,9 @@ let nextPort = 20000 + (process.pid % 5000) * 2
 /** `node dist/aggregator` as its own process (run `npm run build` first; `npm test` does). */
 export const spawnAggregator = (env: Record<string, string>, port = nextPort++): Spawned => {
   let output = ""
+  const { DATABASE_URL: _inherited, ...inherited } = process.env
   const child = spawn(process.execPath, ["dist/aggregator"], {
-    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Info", ...env },
+    env: { ...inherited, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Info", ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
   child.stdout!.on("data", (d) => (output += d))

@@ -1,0 +1,35 @@
+import { Command } from "@effect/platform"
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import { Effect, Exit, Option } from "effect"
+import { fileURLToPath } from "node:url"
+import { TesterConfig } from "./Config.js"
+
+// dist/tester/main.js and src/tester/main.ts both sit two levels below the package root
+const packageRoot = fileURLToPath(new URL("../..", import.meta.url))
+
+const runSuite = (extraArgs: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const { aggregatorUrl } = yield* TesterConfig
+    yield* Option.match(aggregatorUrl, {
+      onNone: () => Effect.logInfo("AGGREGATOR_URL is unset: each e2e file starts its own aggregator on a fresh database"),
+      onSome: (url) => Effect.logInfo(`running the e2e suite against ${url}`)
+    })
+    const vitest = Command.make("npx", "--no", "--", "vitest", "run", "test/e2e", ...extraArgs).pipe(
+      Command.workingDirectory(packageRoot),
+      Command.env(Option.match(aggregatorUrl, { onNone: () => ({}), onSome: (url) => ({ AGGREGATOR_URL: url }) })),
+      Command.stdin("inherit"),
+      Command.stdout("inherit"),
+      Command.stderr("inherit")
+    )
+    const code = yield* Command.exitCode(vitest)
+    yield* Effect.logInfo(`vitest exited with ${code}`)
+    return code
+  })
+
+runSuite(process.argv.slice(2)).pipe(
+  Effect.provide([TesterConfig.Default, NodeContext.layer]),
+  Effect.annotateLogs("service", "tester"),
+  NodeRuntime.runMain({
+    teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? Number(exit.value) : 1)
+  })
+)

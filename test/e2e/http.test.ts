@@ -1,0 +1,125 @@
+import { expect, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { deflateSync, gzipSync } from "node:zlib"
+import { event, eventPath, get, post, send, uniqueTopic } from "./support/http.js"
+import { E2e, E2eLive } from "./support/target.js"
+
+layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: the HTTP surface", (it) => {
+  it.effect("GET / says alive with the service name, version and uptime", () =>
+    Effect.gen(function*() {
+      const { client } = yield* E2e
+      const alive = yield* client.health.alive()
+      expect(alive).toMatchObject({ status: "alive", service: "aggregator" })
+      expect(alive.version).toMatch(/^\d+\.\d+\.\d+/)
+      expect(alive.uptime_seconds).toBeGreaterThanOrEqual(0)
+    }))
+
+  it.effect("GET /ready says ready with the database it uses", () =>
+    Effect.gen(function*() {
+      const { client } = yield* E2e
+      expect(yield* client.health.ready()).toEqual({ status: "ready", database: "postgresql" })
+    }))
+
+  it.effect("an unknown route is a JSON 404 naming the route", () =>
+    Effect.gen(function*() {
+      const res = yield* get("/no/such/route")
+      expect(res.status).toBe(404)
+      expect(res.headers.get("content-type")).toMatch(/^application\/json/)
+      expect(res.json).toMatchObject({ error: "not_found" })
+      expect(res.json.message).toContain("/no/such/route")
+    }))
+
+  it.effect.each([
+    ["GET", "/publish", "POST"],
+    ["PUT", "/publish", "POST"],
+    ["DELETE", "/publish/batch", "POST"],
+    ["POST", "/stats", "GET"],
+    ["POST", "/ready", "GET"],
+    ["DELETE", "/", "GET"],
+    ["PATCH", "/events", "GET"],
+    ["POST", "/events/some-topic/some-id", "GET"]
+  ] as const)("%s %s is a JSON 405 with Allow: %s", ([method, path, allow]) =>
+    Effect.gen(function*() {
+      const withBody = method !== "GET" && method !== "DELETE"
+      const res = yield* send(path, {
+        method,
+        ...(withBody ? { body: "{}", headers: { "content-type": "application/json" } } : {})
+      })
+      expect(res.status).toBe(405)
+      expect(res.headers.get("allow")).toBe(allow)
+      expect(res.json).toMatchObject({ error: "method_not_allowed" })
+      expect(res.json.message).toContain(allow)
+    }))
+
+  it.effect.each([
+    ["/publish", "text/plain"],
+    ["/publish", "application/x-www-form-urlencoded"],
+    ["/publish", "multipart/form-data; boundary=xyz"],
+    ["/publish", "application/xml"],
+    ["/publish/batch", "text/plain"],
+    ["/publish/batch", "application/jsonl"]
+  ] as const)("POST %s with content-type %s is a 415", ([path, contentType]) =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("mime")
+      const res = yield* post(path, path === "/publish" ? event(topic, "e") : [event(topic, "e")], { "content-type": contentType })
+      expect(res.status).toBe(415)
+      expect(res.json).toMatchObject({ error: "unsupported_media_type" })
+      expect(typeof res.json.message).toBe("string")
+      expect((yield* get(`/events?topic=${topic}`)).json).toEqual([])
+    }))
+
+  it.effect("an unsupported content-encoding is a 415", () =>
+    Effect.gen(function*() {
+      const res = yield* post("/publish", event(uniqueTopic("br"), "e"), { "content-encoding": "br" })
+      expect(res.status).toBe(415)
+      expect(res.json).toMatchObject({ error: "unsupported_media_type" })
+    }))
+
+  it.effect.each([
+    "application/json; charset=utf-8",
+    "Application/JSON",
+    "application/cloudevents+json"
+  ])("content-type %s is accepted as JSON", (contentType) =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("ctype")
+      const res = yield* post("/publish", event(topic, "e"), { "content-type": contentType })
+      expect(res.status).toBe(201)
+      expect(res.json).toEqual({ status: "processed", id: "e", topic })
+    }))
+
+  it.effect("a gzip- or deflate-encoded body is accepted and stored as sent", () =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("gzip")
+      const gz = yield* post("/publish", gzipSync(JSON.stringify(event(topic, "gz", { payload: { via: "gzip" } }))), {
+        "content-encoding": "gzip"
+      })
+      expect(gz.status).toBe(201)
+      const df = yield* post("/publish", deflateSync(JSON.stringify(event(topic, "df", { payload: { via: "deflate" } }))), {
+        "content-encoding": "deflate"
+      })
+      expect(df.status).toBe(201)
+      const batch = yield* post("/publish/batch", gzipSync(JSON.stringify([event(topic, "b1"), event(topic, "gz")])), {
+        "content-encoding": "gzip"
+      })
+      expect(batch.status).toBe(200)
+      expect(batch.json).toMatchObject({ received: 2, processed: 1, duplicates: 1, rejected: 0 })
+      expect((yield* get(eventPath(topic, "gz"))).json).toMatchObject({ topic, event_id: "gz", payload: { via: "gzip" } })
+      expect((yield* get(eventPath(topic, "df"))).json).toMatchObject({ topic, event_id: "df", payload: { via: "deflate" } })
+    }))
+
+  it.effect("a body that is not valid gzip is a 422, not a 500", () =>
+    Effect.gen(function*() {
+      const res = yield* post("/publish", new TextEncoder().encode("{\"plainly\":\"not gzip\"}"), { "content-encoding": "gzip" })
+      expect(res.status).toBe(422)
+      expect(res.json).toMatchObject({ error: "validation_failed" })
+    }))
+
+  it.effect("a gzip body that inflates past the byte limit is a 413", () =>
+    Effect.gen(function*() {
+      const bomb = gzipSync(Buffer.alloc(32 * 1024 * 1024, 32))
+      expect(bomb.length).toBeLessThan(1024 * 1024)
+      const res = yield* post("/publish", bomb, { "content-encoding": "gzip" })
+      expect(res.status).toBe(413)
+      expect(res.json).toMatchObject({ error: "payload_too_large" })
+    }))
+})

@@ -1,0 +1,91 @@
+import { FetchHttpClient } from "@effect/platform"
+import { Effect, Layer } from "effect"
+import { existsSync } from "node:fs"
+import { type Client, makeClient } from "../../../src/client/Client.js"
+import { spawnAggregator, type Spawned, waitFor } from "../../support/aggregator.js"
+import { skipWithoutPostgres } from "../../support/backends.js"
+import { freshDatabase } from "../../support/database.js"
+
+export interface Target {
+  readonly url: string
+  readonly client: Client
+  /** True when this file started the server itself, so no other traffic can move its counters. */
+  readonly exclusive: boolean
+}
+
+/** The aggregator under test, with the derived client pointed at it. */
+export class E2e extends Effect.Tag("e2e/Target")<E2e, Target>() {}
+
+const listening = /Listening on (http:\/\/[^\s"]+)/
+
+/**
+ * Port 0 lets the OS pick a free port and the server logs the one it got, so parallel test files never
+ * race for a port (spawnAggregator's counter only spreads them by pid and never checks the port is free).
+ */
+const listeningUrl = (server: Spawned, timeoutMs = 30_000) =>
+  new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => finish(new Error(`aggregator did not log its address within ${timeoutMs} ms`)), timeoutMs)
+    const onData = () => {
+      const m = listening.exec(server.output())
+      if (m !== null) finish(m[1])
+    }
+    const onExit = (code: number | null) => finish(new Error(`aggregator exited with ${code} before listening`))
+    const finish = (result: string | Error) => {
+      clearTimeout(timer)
+      server.child.stdout!.off("data", onData)
+      server.child.off("exit", onExit)
+      if (typeof result === "string") resolve(result)
+      else reject(new Error(`${result.message}\n${server.output()}`))
+    }
+    server.child.stdout!.on("data", onData)
+    server.child.once("exit", onExit)
+    onData()
+  })
+
+const stop = async (server: Spawned) => {
+  if (server.child.exitCode !== null || server.child.signalCode !== null) return
+  server.child.kill("SIGTERM")
+  const exited = await Promise.race([server.exited.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 10_000))])
+  if (!exited) {
+    server.child.kill("SIGKILL")
+    await server.exited
+  }
+}
+
+/** `node dist/aggregator` on a fresh database, stopped with SIGTERM and its database dropped afterwards. */
+const selfStarted = Effect.gen(function*() {
+  if (!existsSync("dist/aggregator/index.js")) {
+    return yield* Effect.dieMessage("dist/aggregator is missing: run `npm run build` first (npm run test:e2e does)")
+  }
+  // With no PostgreSQL server (off CI only) the aggregator runs on its embedded in-memory database.
+  const env = skipWithoutPostgres
+    ? { DATA_DIR: "memory://" }
+    : {
+      DATABASE_URL: (yield* Effect.acquireRelease(
+        Effect.promise(() => freshDatabase("e2e")),
+        (db) => Effect.promise(() => db.drop())
+      )).url
+    }
+  const server = yield* Effect.acquireRelease(
+    Effect.sync(() => spawnAggregator(env, 0)),
+    (server) => Effect.promise(() => stop(server))
+  )
+  return yield* Effect.promise(() => listeningUrl(server))
+})
+
+const configured = process.env.AGGREGATOR_URL?.trim().replace(/\/+$/, "")
+
+/**
+ * The aggregator at `AGGREGATOR_URL`, or one this file starts for itself when that is unset; ready
+ * before the first case runs.
+ */
+export const E2eLive = Layer.scoped(
+  E2e,
+  Effect.gen(function*() {
+    const exclusive = configured === undefined || configured === ""
+    const url = exclusive ? yield* selfStarted : configured!
+    yield* Effect.promise(() => waitFor(`${url}/ready`, 60_000))
+    const client = yield* makeClient(url)
+    return { url, client, exclusive }
+  })
+).pipe(Layer.provide(FetchHttpClient.layer))

@@ -1,0 +1,116 @@
+import { describe, expect, layer } from "@effect/vitest"
+import { ConfigProvider, Effect, FastCheck as fc, Layer } from "effect"
+import { AggregatorConfig } from "../src/aggregator/Config.js"
+import { Database } from "../src/aggregator/Database.js"
+import { EventStore, type NewEvent } from "../src/aggregator/EventStore.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
+import { freshDatabase } from "./support/database.js"
+
+// One suite, two backends: the PostgreSQL server and the embedded PGlite must behave the same.
+
+const ev = (topic: string, key: number | string, extra: Partial<NewEvent> = {}): NewEvent => ({
+  topic,
+  event_id: `k${key}`,
+  timestamp: "2025-01-01T00:00:00.000001Z",
+  source: null,
+  payload: null,
+  ...extra
+})
+
+interface Backend {
+  readonly name: string
+  readonly skip: boolean
+  readonly env: Effect.Effect<Record<string, string>, never, import("effect/Scope").Scope>
+}
+
+const backends: ReadonlyArray<Backend> = [
+  {
+    name: `PostgreSQL server${withoutPostgresNote}`,
+    skip: skipWithoutPostgres,
+    env: Effect.map(
+      Effect.acquireRelease(Effect.promise(() => freshDatabase("store")), (db) => Effect.promise(() => db.drop())),
+      (db) => ({ DATABASE_URL: db.url })
+    )
+  },
+  { name: "embedded PGlite", skip: false, env: Effect.succeed({ DATA_DIR: "memory://" }) }
+]
+
+const storeLayer = (backend: Backend) =>
+  Layer.unwrapScoped(Effect.map(backend.env, (env) =>
+    EventStore.Default.pipe(
+      Layer.provideMerge(Database.Default),
+      Layer.provide(AggregatorConfig.Default),
+      Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
+    )))
+
+for (const backend of backends) {
+  describe.skipIf(backend.skip)(`EventStore on ${backend.name}`, () => {
+    layer(storeLayer(backend), { timeout: "120 seconds", excludeTestServices: true })((it) => {
+      it.effect("connects and migrates", () =>
+        Effect.gen(function*() {
+          yield* (yield* Database).awaitConnected
+          expect(yield* (yield* EventStore).totalRows).toBe(0)
+        }), 120_000)
+
+      it.effect("stores a key once; the same id under another topic is another event; in-batch repeats are duplicates", () =>
+        Effect.gen(function*() {
+          const store = yield* EventStore
+          expect(yield* store.insertMany([ev("a", 1), ev("a", 2), ev("a", 1), ev("b", 1)])).toEqual([true, true, false, true])
+          expect(yield* store.insertMany([ev("a", 1), ev("a", 3)])).toEqual([false, true])
+          const got = yield* store.get("a", "k1")
+          expect(got).toMatchObject({ topic: "a", event_id: "k1", timestamp: "2025-01-01T00:00:00.000001Z", source: null, payload: null })
+          expect(yield* store.get("a", "missing")).toBeUndefined()
+        }))
+
+      it.effect("payloads and sources round-trip; listing is newest first, filtered and paged", () =>
+        Effect.gen(function*() {
+          const store = yield* EventStore
+          const payload = { deep: [1, "two", { three: null, "ключ": "值 🚀" }], n: 1.5 }
+          yield* store.insertMany([
+            ev("list", 1, { source: "s1", payload: JSON.stringify(payload) }),
+            ev("list", 2),
+            ev("list", 3)
+          ])
+          const got = yield* store.get("list", "k1")
+          expect(got?.payload).toEqual(payload)
+          expect(got?.source).toBe("s1")
+          const page = yield* store.list({ topic: "list", limit: 2 })
+          expect(page.map((e) => e.event_id)).toEqual(["k3", "k2"])
+          const rest = yield* store.list({ topic: "list", limit: 2, before: page[1].seq })
+          expect(rest.map((e) => e.event_id)).toEqual(["k1"])
+        }))
+
+      it.effect("a transaction that fails stores nothing and does not move the total", () =>
+        Effect.gen(function*() {
+          const store = yield* EventStore
+          const before = yield* store.totalRows
+          const failed = yield* Effect.either(store.insertMany([ev("rb", 1), ev("rb", 2, { timestamp: "not a time" })]))
+          expect(failed._tag).toBe("Left")
+          expect(yield* store.get("rb", "k1")).toBeUndefined()
+          expect(yield* store.totalRows).toBe(before)
+        }))
+
+      it.effect.prop(
+        "concurrent overlapping writers: each key reported new exactly once, stored once, total exact",
+        [fc.array(fc.array(fc.integer({ min: 0, max: 40 }), { minLength: 1, maxLength: 8 }), { minLength: 1, maxLength: 30 })],
+        ([batches]) =>
+          Effect.gen(function*() {
+            const store = yield* EventStore
+            const topic = `conc-${Math.random().toString(36).slice(2)}`
+            const before = yield* store.totalRows
+            const answers = yield* Effect.forEach(batches, (keys) => store.insertMany(keys.map((k) => ev(topic, k))), {
+              concurrency: "unbounded"
+            })
+            const reportedNew = answers.flatMap((a, i) => a.flatMap((isNew, j) => isNew ? [batches[i][j]] : []))
+            const distinct = new Set(batches.flat())
+            expect(reportedNew.length).toBe(distinct.size)
+            expect(new Set(reportedNew)).toEqual(distinct)
+            expect((yield* store.totalRows) - before).toBe(distinct.size)
+            const listed = yield* store.list({ topic, limit: 1000 })
+            expect(listed.length).toBe(distinct.size)
+          }),
+        { fastCheck: { numRuns: 15 } }
+      )
+    })
+  })
+}
