@@ -205,6 +205,20 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
       expect(badLimit.status).toBe(422)
     }))
 
+  it.effect("serves its OpenAPI document (422 for validation, not the framework's 400) and Swagger UI at /docs", () =>
+    Effect.gen(function*() {
+      const { url } = yield* TestAggregator
+      const spec: any = yield* promise(() => fetch(`${url}/openapi.json`).then((r) => r.json()))
+      const publish = spec.paths["/publish"].post.responses
+      expect(Object.keys(publish).sort()).toEqual(["200", "201", "413", "415", "422", "429", "503"])
+      for (const ops of Object.values(spec.paths) as Array<any>) {
+        for (const op of Object.values(ops) as Array<any>) expect(op.responses["400"]).toBeUndefined()
+      }
+      const docs = yield* promise(() => fetch(`${url}/docs`))
+      expect(docs.status).toBe(200)
+      expect(docs.headers.get("content-type")).toMatch(/text\/html/)
+    }))
+
   it.effect("timestamps without an offset are UTC; offsets are converted; microseconds are kept", () =>
     Effect.gen(function*() {
       const { url } = yield* TestAggregator

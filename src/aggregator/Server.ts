@@ -1,4 +1,4 @@
-import { HttpApiBuilder, HttpRouter, HttpServer } from "@effect/platform"
+import { HttpApiBuilder, HttpApiSwagger, HttpRouter, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
@@ -44,6 +44,8 @@ export const AggregatorLive = DrainOnShutdownLive.pipe(
       // topic and event_id may be 255 code points (510 UTF-16 units); the router's default cap is 100
       Layer.provide(HttpRouter.setRouterConfig({ maxParamLength: 1024 })),
       Layer.provide(ApiMiddlewareLive),
+      Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
+      Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
       Layer.provide(ApiLive),
       HttpServer.withLogAddress
     )

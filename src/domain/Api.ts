@@ -27,6 +27,22 @@ export const ListParams = Schema.Struct({
   before: Schema.optionalWith(IntFromString(1, Number.MAX_SAFE_INTEGER), { exact: true })
 }).annotations({ parseOptions: { errors: "all" } })
 
+// The framework lists its own 400 on every operation (this service answers validation failures with 422),
+// and API-level body errors (413, 415) on reads that take no body.
+function withoutFramework400(spec: Record<string, any>): Record<string, any> {
+  for (const operations of Object.values(spec.paths ?? {}) as Array<Record<string, any>>) {
+    for (const [method, operation] of Object.entries(operations)) {
+      const responses = operation?.responses ?? {}
+      delete responses["400"]
+      if (method === "get") {
+        delete responses["413"]
+        delete responses["415"]
+      }
+    }
+  }
+  return spec
+}
+
 export class HealthGroup extends HttpApiGroup.make("health")
   .add(HttpApiEndpoint.get("alive", "/").addSuccess(Alive))
   .add(HttpApiEndpoint.get("ready", "/ready").addSuccess(Ready).addError(NotReady))
@@ -72,6 +88,8 @@ export class AggregatorApi extends HttpApi.make("aggregator")
   .addError(UnsupportedMediaType)
   .annotateContext(OpenApi.annotations({
     title: "log-aggregator",
-    description: "Idempotent event ingestion: every (topic, event_id) is stored exactly once."
+    version: "0.1.0",
+    description: "Idempotent event ingestion: every (topic, event_id) is stored exactly once.",
+    transform: withoutFramework400
   }))
 {}
