@@ -1,0 +1,151 @@
+import { Command, Options } from "@effect/cli"
+import { Config, Context, Duration, type Effect, Option, Schema } from "effect"
+
+export interface Settings {
+  readonly url: string
+  readonly events: number
+  readonly duplicates: number
+  readonly topics: number
+  readonly mode: "single" | "batch"
+  readonly batchSize: number
+  readonly concurrency: number
+  readonly rate: Option.Option<number>
+  readonly seed: Option.Option<number>
+  readonly verify: boolean
+  readonly json: boolean
+  readonly timeout: Duration.Duration
+  readonly readyTimeout: Duration.Duration
+  readonly maxRetries: number
+  readonly spotCheck: number
+  readonly progressInterval: Duration.Duration
+}
+
+/** The settings of this invocation, from flags or, where a flag is absent, the environment. */
+export class PublisherSettings extends Context.Tag("Publisher/Settings")<PublisherSettings, Settings>() {}
+
+const check = (flag: string, rule: string, ok: (n: number) => boolean) =>
+  Schema.Number.pipe(Schema.filter(ok, {
+    message: (issue) => `--${flag} (or its environment variable) must be ${rule}, got ${String(issue.actual)}`
+  }))
+
+const integer = (flag: string, env: string, fallback: number, min: number, description: string) =>
+  Options.integer(flag).pipe(
+    Options.withFallbackConfig(Config.integer(env).pipe(Config.withDefault(fallback))),
+    Options.withSchema(check(flag, `an integer ≥ ${min}`, (n) => Number.isInteger(n) && n >= min)),
+    Options.withDescription(`${description} Env ${env}; default ${fallback}.`)
+  )
+
+const seconds = (flag: string, env: string, fallback: number, description: string) =>
+  Options.float(flag).pipe(
+    Options.withFallbackConfig(Config.number(env).pipe(Config.withDefault(fallback))),
+    Options.withSchema(check(flag, "a positive number of seconds", (n) => n > 0 && Number.isFinite(n))),
+    Options.map((s) => Duration.millis(Math.round(s * 1000))),
+    Options.withDescription(`${description} Env ${env}; default ${fallback} s.`)
+  )
+
+const optional = (
+  flag: string,
+  option: (name: string) => Options.Options<number>,
+  env: string,
+  config: (name: string) => Config.Config<number>,
+  rule: string,
+  ok: (n: number) => boolean,
+  description: string
+) =>
+  option(flag).pipe(
+    Options.withSchema(check(flag, rule, ok)),
+    Options.optional,
+    Options.withFallbackConfig(
+      Config.option(config(env).pipe(Config.validate({ message: `${env} must be ${rule}`, validation: ok })))
+    ),
+    Options.withDescription(description)
+  )
+
+const flag = (name: string, env: string, fallback: boolean, description: string, negation?: string) =>
+  Options.boolean(name, negation === undefined ? {} : { negationNames: [negation] }).pipe(
+    Options.withFallbackConfig(Config.boolean(env).pipe(Config.withDefault(fallback))),
+    Options.withDescription(`${description} Env ${env}; default ${fallback ? "on" : "off"}.`)
+  )
+
+export const options = {
+  url: Options.text("url").pipe(
+    Options.withFallbackConfig(Config.string("AGGREGATOR_URL").pipe(Config.withDefault("http://localhost:8080"))),
+    Options.withSchema(
+      Schema.String.pipe(Schema.filter((s) => URL.canParse(s), {
+        message: (issue) => `--url (or AGGREGATOR_URL) must be an absolute URL, got ${String(issue.actual)}`
+      }))
+    ),
+    Options.map((s) => s.replace(/\/+$/, "")),
+    Options.withDescription("The aggregator's base URL. Env AGGREGATOR_URL; default http://localhost:8080.")
+  ),
+  events: integer("events", "EVENTS", 20_000, 1, "Events to send, duplicates included."),
+  duplicates: Options.float("duplicates").pipe(
+    Options.withFallbackConfig(Config.number("DUPLICATES").pipe(Config.withDefault(0.3))),
+    Options.withSchema(check("duplicates", "a fraction in [0, 1)", (n) => n >= 0 && n < 1)),
+    Options.withDescription(
+      "Fraction of the events that are exact re-sends of an event sent earlier. Env DUPLICATES; default 0.3."
+    )
+  ),
+  topics: integer("topics", "TOPICS", 5, 1, "Number of topics the events spread over."),
+  mode: Options.choice("mode", ["single", "batch"]).pipe(
+    Options.withFallbackConfig(Config.literal("single", "batch")("MODE").pipe(Config.withDefault("single" as const))),
+    Options.withDescription(
+      "single: one event per POST /publish; batch: POST /publish/batch. Env MODE; default single."
+    )
+  ),
+  batchSize: integer("batch-size", "BATCH_SIZE", 500, 1, "Events per batch in batch mode."),
+  concurrency: integer("concurrency", "CONCURRENCY", 32, 1, "Requests in flight at once."),
+  rate: optional(
+    "rate",
+    Options.float,
+    "RATE",
+    Config.number,
+    "a positive number of events per second",
+    (n) => n > 0 && Number.isFinite(n),
+    "Cap on events sent per second (first attempts). Env RATE; default no cap."
+  ),
+  seed: optional(
+    "seed",
+    Options.integer,
+    "SEED",
+    Config.integer,
+    "a non-negative safe integer",
+    (n) => Number.isSafeInteger(n) && n >= 0,
+    "Makes the workload reproducible: the same seed sends the same events with the same keys, so a " +
+      "second run against the same server is all duplicates. Env SEED; default a fresh random seed."
+  ),
+  verify: flag(
+    "verify",
+    "VERIFY",
+    true,
+    "Compare the server's row count and a sample of stored events with what was sent; exit 1 on a mismatch.",
+    "no-verify"
+  ),
+  json: flag("json", "JSON_SUMMARY", false, "Print the summary as JSON."),
+  timeout: seconds("timeout", "REQUEST_TIMEOUT", 10, "Per-attempt request timeout; a timed-out attempt is retried."),
+  readyTimeout: seconds("ready-timeout", "READY_TIMEOUT", 60, "How long to wait for GET /ready before giving up."),
+  maxRetries: integer(
+    "max-retries",
+    "MAX_RETRIES",
+    10,
+    0,
+    "Retries per request after a connection error, timeout, 429 or 502/503/504."
+  ),
+  spotCheck: integer("spot-check", "SPOT_CHECK", 100, 0, "Keys read back with GET /events/{topic}/{event_id}."),
+  progressInterval: seconds(
+    "progress-interval",
+    "PROGRESS_INTERVAL",
+    5,
+    "Seconds between progress lines when stderr is not a terminal."
+  )
+}
+
+/** The command line of the publisher, running `run` with the parsed settings. */
+export const makeCommand = <E, R>(run: (settings: Settings) => Effect.Effect<void, E, R>) =>
+  Command.make("publisher", options, (parsed) => run(parsed)).pipe(
+    Command.withDescription(
+      "Load generator for the log aggregator: sends events (a share of them duplicates) over POST /publish or " +
+        "/publish/batch, retries what the server could not take, and verifies that every distinct event was " +
+        "stored exactly once. The summary goes to stdout, progress to stderr."
+    )
+  )

@@ -1,0 +1,214 @@
+import { Clock, Console, Duration, Effect, Either, Option, Ref, Schedule, Schema } from "effect"
+import { randomInt } from "node:crypto"
+import type { EventInput, StoredEvent } from "../domain/Event.js"
+import { Aggregator } from "./Aggregator.js"
+import { PublisherSettings, type Settings } from "./Cli.js"
+import { startProgress } from "./Progress.js"
+import { type AttemptFailure, defaultBackoff, describeFailure } from "./Retry.js"
+import { deliverBatch, deliverOne, type RetryOptions, withRetries } from "./Sender.js"
+import { formatSummary, latencyOf, type Observation, sameJson, succeeded, type Summary, verify } from "./Summary.js"
+import { Tally } from "./Tally.js"
+import { chunk, generateWorkload, sample, type Workload } from "./Workload.js"
+
+/** The run did not deliver or verify; the summary (already printed) says why. */
+export class PublishFailed extends Schema.TaggedError<PublishFailed>()("PublishFailed", { message: Schema.String }) {}
+
+const note = (text: string) => Console.error(`publisher: ${text}`)
+
+const sameEvent = (sent: EventInput, stored: StoredEvent): boolean =>
+  stored.topic === sent.topic &&
+  stored.event_id === sent.event_id &&
+  stored.timestamp === sent.timestamp &&
+  stored.source === (sent.source ?? null) &&
+  sameJson(stored.payload, sent.payload ?? null)
+
+const waitUntilReady = Effect.gen(function*() {
+  const settings = yield* PublisherSettings
+  const aggregator = yield* Aggregator
+  const waiting = yield* Ref.make(false)
+  const schedule = Schedule.exponential("100 millis", 2).pipe(
+    Schedule.jittered,
+    Schedule.union(Schedule.spaced("2 seconds")),
+    Schedule.upTo(settings.readyTimeout)
+  )
+  yield* aggregator.ready.pipe(
+    Effect.tapError((failure) =>
+      Effect.flatMap(Ref.getAndSet(waiting, true), (already) =>
+        already ? Effect.void : note(`waiting for ${settings.url}/ready (${describeFailure(failure)})`))
+    ),
+    Effect.retry(schedule),
+    Effect.catchAll((failure) =>
+      new PublishFailed({
+        message: `${settings.url} was not ready within ${Duration.format(settings.readyTimeout)}: ${describeFailure(failure)}`
+      })
+    )
+  )
+  if (yield* Ref.get(waiting)) yield* note("the aggregator is ready")
+})
+
+const send = (workload: Workload, tally: Tally, retry: RetryOptions) =>
+  Effect.gen(function*() {
+    const settings = yield* PublisherSettings
+    const aggregator = yield* Aggregator
+    const started = yield* Clock.currentTimeMillis
+    const pace = (index: number) =>
+      Option.match(settings.rate, {
+        onNone: () => Effect.void,
+        onSome: (rate) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            const due = started + (index * 1000) / rate
+            return due > now ? Effect.sleep(Duration.millis(due - now)) : Effect.void
+          })
+      })
+    if (settings.mode === "single") {
+      const one = deliverOne(aggregator, tally, retry)
+      yield* Effect.forEach(workload.items, (item, i) => Effect.zipRight(pace(i), one(item)), {
+        concurrency: settings.concurrency,
+        discard: true
+      })
+    } else {
+      const batch = deliverBatch(aggregator, tally, retry)
+      yield* Effect.forEach(
+        chunk(workload.items, settings.batchSize),
+        (items, i) => Effect.zipRight(pace(i * settings.batchSize), batch(items)),
+        { concurrency: settings.concurrency, discard: true }
+      )
+    }
+  })
+
+const retried = <A>(effect: Effect.Effect<A, AttemptFailure>, retry: RetryOptions) =>
+  Effect.either(withRetries(effect, retry, () => Effect.void))
+
+interface Baseline {
+  readonly rows: number | null
+  readonly seq: number | null
+}
+
+/** The row count and newest storage sequence number before sending; null where the server did not say. */
+const baseline = (retry: RetryOptions) =>
+  Effect.gen(function*() {
+    const aggregator = yield* Aggregator
+    const stats = yield* retried(aggregator.stats, retry)
+    const seq = yield* retried(aggregator.newestSeq, retry)
+    return {
+      rows: Either.isRight(stats) ? stats.right.database_total_rows : null,
+      seq: Either.isRight(seq) ? seq.right : null
+    } satisfies Baseline
+  })
+
+const observe = (
+  workload: Workload,
+  tally: Tally,
+  retry: RetryOptions,
+  before: Baseline,
+  seed: number
+) =>
+  Effect.gen(function*() {
+    const settings = yield* PublisherSettings
+    const aggregator = yield* Aggregator
+    const quietly = <A>(effect: Effect.Effect<A, AttemptFailure>) => retried(effect, retry)
+    const lookup = (key: number) => {
+      const event = workload.originals[key]
+      return quietly(aggregator.lookup(event.topic, event.event_id))
+    }
+
+    const after = yield* quietly(aggregator.stats)
+    const rowsAfter = Either.isRight(after) ? after.right.database_total_rows : null
+
+    // keys whose "processed" answer may have been lost: stored during this run iff their seq is newer
+    let recovered = 0, unresolved = 0
+    const unconfirmed = tally.unconfirmedKeys()
+    const found = yield* Effect.forEach(unconfirmed, lookup, { concurrency: settings.concurrency })
+    for (const result of found) {
+      if (Either.isLeft(result)) unresolved++
+      else if (Option.isSome(result.right)) {
+        if (before.seq === null) unresolved++
+        else if (result.right.value.seq > before.seq) recovered++
+      }
+    }
+
+    const spotKeys = sample(workload.distinctKeys, settings.spotCheck, seed).filter((k) => tally.isAcknowledged(k))
+    const spots = yield* Effect.forEach(spotKeys, (key) => Effect.map(lookup(key), (r) => [key, r] as const), {
+      concurrency: settings.concurrency
+    })
+    let missing = 0, mismatched = 0
+    for (const [key, result] of spots) {
+      if (Either.isLeft(result) || Option.isNone(result.right)) missing++
+      else if (!sameEvent(workload.originals[key], result.right.value)) mismatched++
+    }
+
+    return {
+      rows_before: before.rows,
+      rows_after: rowsAfter,
+      recovered_keys: recovered,
+      unresolved_keys: unresolved,
+      spot_wanted: settings.spotCheck,
+      spot_checked: spotKeys.length,
+      spot_missing: missing,
+      spot_mismatched: mismatched
+    } satisfies Observation
+  })
+
+const program = Effect.gen(function*() {
+  const settings = yield* PublisherSettings
+  const seed = Option.isSome(settings.seed) ? settings.seed.value : randomInt(0, 2 ** 47)
+  const workload = generateWorkload({
+    seed,
+    events: settings.events,
+    duplicates: settings.duplicates,
+    topics: settings.topics
+  })
+  const tally = new Tally(workload.items.length, workload.distinctKeys)
+  const retry: RetryOptions = { maxRetries: settings.maxRetries, policy: defaultBackoff }
+
+  yield* waitUntilReady
+
+  const before = settings.verify ? yield* baseline(retry) : { rows: null, seq: null }
+
+  const stopProgress = yield* startProgress(tally, workload.items.length, settings.progressInterval)
+  const startedNs = yield* Clock.currentTimeNanos
+  yield* send(workload, tally, retry)
+  const elapsedSeconds = Number((yield* Clock.currentTimeNanos) - startedNs) / 1e9
+  yield* stopProgress
+
+  const verification = settings.verify
+    ? verify(tally.counts(), yield* observe(workload, tally, retry, before, seed))
+    : null
+  const counts = tally.counts()
+  const summary: Summary = {
+    url: settings.url,
+    mode: settings.mode,
+    batch_size: settings.mode === "batch" ? settings.batchSize : null,
+    concurrency: settings.concurrency,
+    seed,
+    run_id: workload.runId,
+    ...counts,
+    elapsed_seconds: Math.round(elapsedSeconds * 1000) / 1000,
+    events_per_second: Math.round(((counts.processed + counts.duplicates) / Math.max(elapsedSeconds, 1e-9)) * 10) / 10,
+    requests_per_second: Math.round((counts.requests / Math.max(elapsedSeconds, 1e-9)) * 10) / 10,
+    latency_ms: latencyOf(tally.latencies()),
+    failure_reasons: tally.failureReasons(),
+    verification
+  }
+  const ok = succeeded(summary)
+  yield* Console.log(settings.json ? JSON.stringify({ ok, ...summary }, null, 2) : formatSummary(summary))
+  if (!ok) {
+    return yield* new PublishFailed({
+      message: counts.failed + counts.rejected > 0
+        ? `${counts.failed} events failed and ${counts.rejected} were rejected`
+        : `verification failed: ${verification?.checks.filter((c) => !c.ok).map((c) => c.name).join("; ")}`
+    })
+  }
+})
+
+/**
+ * One publisher run with the given settings. Spans are off: nothing exports them, and creating one per
+ * request took about a quarter of the publisher's CPU (measured against a no-op server).
+ */
+export const publish = (settings: Settings) =>
+  program.pipe(
+    Effect.withTracerEnabled(false),
+    Effect.scoped,
+    Effect.provide(Aggregator.Default),
+    Effect.provideService(PublisherSettings, settings)
+  )

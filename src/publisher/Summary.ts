@@ -1,0 +1,209 @@
+/** Nearest-rank percentile (`p` in (0, 100]) of unsorted samples; undefined when there are none. */
+export const percentile = (samples: ArrayLike<number>, p: number): number | undefined => {
+  if (samples.length === 0) return undefined
+  const sorted = Float64Array.from(samples).sort()
+  return sortedPercentile(sorted, p)
+}
+
+export const sortedPercentile = (sorted: ArrayLike<number>, p: number): number => {
+  const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)))
+  return sorted[rank - 1]
+}
+
+export interface Latency {
+  readonly p50: number
+  readonly p95: number
+  readonly p99: number
+  readonly max: number
+}
+
+export const latencyOf = (samples: ArrayLike<number>): Latency | null => {
+  if (samples.length === 0) return null
+  const sorted = Float64Array.from(samples).sort()
+  const round = (ms: number) => Math.round(ms * 100) / 100
+  return {
+    p50: round(sortedPercentile(sorted, 50)),
+    p95: round(sortedPercentile(sorted, 95)),
+    p99: round(sortedPercentile(sorted, 99)),
+    max: round(sorted[sorted.length - 1])
+  }
+}
+
+/** What the publisher counted while sending. A "send" is one event in one request (retries not counted). */
+export interface Counts {
+  readonly events: number
+  readonly distinct_keys: number
+  readonly duplicate_sends: number
+  readonly requests: number
+  readonly retries: number
+  readonly processed: number
+  readonly duplicates: number
+  readonly rejected: number
+  readonly failed: number
+  /** Distinct keys answered "processed" at least once. */
+  readonly keys_processed: number
+  /** Distinct keys answered "processed" more than once: the server stored one twice. */
+  readonly keys_processed_twice: number
+  /** Distinct keys answered "processed" or "dropped_duplicate" at least once. */
+  readonly keys_acknowledged: number
+}
+
+/** What the publisher read back from the server around the run. */
+export interface Observation {
+  readonly rows_before: number | null
+  readonly rows_after: number | null
+  /**
+   * Keys never answered "processed" that the server nevertheless stored during this run: an attempt
+   * committed but its answer was lost (timeout, dropped connection) and the retry was told "duplicate".
+   */
+  readonly recovered_keys: number
+  /** Keys whose storage could not be looked up, so the row check cannot be exact. */
+  readonly unresolved_keys: number
+  /** Keys the run meant to read back (`--spot-check`); 0 skips the check. */
+  readonly spot_wanted: number
+  readonly spot_checked: number
+  readonly spot_missing: number
+  readonly spot_mismatched: number
+}
+
+export interface Check {
+  readonly name: string
+  readonly ok: boolean
+  readonly detail: string
+}
+
+export interface Verification {
+  readonly ok: boolean
+  readonly rows_before: number | null
+  readonly rows_after: number | null
+  readonly rows_added: number | null
+  /** Keys this run stored: answered "processed", or recovered. */
+  readonly new_keys: number
+  /** Acknowledged keys that were already stored before the run (a re-run of the same seed). */
+  readonly already_stored_keys: number
+  readonly spot_checked: number
+  readonly checks: ReadonlyArray<Check>
+}
+
+/**
+ * The checks, exact for a publisher that is the only writer during its run:
+ * - every send got exactly one answer: processed + duplicates == distinct keys + duplicate sends;
+ * - the server stored no key twice: no key was answered "processed" more than once;
+ * - every distinct key was acknowledged;
+ * - database rows added == keys this run stored (those answered "processed", plus recovered ones);
+ * - a sample of acknowledged keys reads back with the content that was sent.
+ */
+export const verify = (c: Counts, o: Observation): Verification => {
+  const rowsAdded = o.rows_before !== null && o.rows_after !== null ? o.rows_after - o.rows_before : null
+  const newKeys = c.keys_processed + o.recovered_keys
+  const checks: Array<Check> = [
+    {
+      name: "processed + duplicates == distinct keys + duplicate sends",
+      ok: c.processed + c.duplicates === c.distinct_keys + c.duplicate_sends && c.rejected === 0 && c.failed === 0,
+      detail: `${c.processed} + ${c.duplicates} vs ${c.distinct_keys} + ${c.duplicate_sends}` +
+        (c.rejected + c.failed > 0 ? ` (${c.rejected} rejected, ${c.failed} failed)` : "")
+    },
+    {
+      name: "no key processed twice",
+      ok: c.keys_processed_twice === 0 && c.keys_processed === c.processed,
+      detail: `${c.processed} processed answers for ${c.keys_processed} distinct keys` +
+        (c.keys_processed_twice > 0 ? `; ${c.keys_processed_twice} keys processed more than once` : "")
+    },
+    {
+      name: "every distinct key acknowledged",
+      ok: c.keys_acknowledged === c.distinct_keys,
+      detail: `${c.keys_acknowledged} of ${c.distinct_keys}`
+    },
+    {
+      name: "database rows added == new keys acknowledged as processed",
+      ok: rowsAdded !== null && rowsAdded === newKeys && o.unresolved_keys === 0,
+      detail: rowsAdded === null
+        ? "the server did not report database_total_rows"
+        : `${rowsAdded} rows added (${o.rows_before} → ${o.rows_after}) vs ${c.keys_processed} processed` +
+          (o.recovered_keys > 0 ? ` + ${o.recovered_keys} recovered` : "") +
+          (o.unresolved_keys > 0 ? `; ${o.unresolved_keys} keys could not be looked up` : "")
+    },
+    ...(o.spot_wanted === 0 ? [] : [{
+      name: "sampled keys read back as sent",
+      ok: o.spot_missing === 0 && o.spot_mismatched === 0 && (o.spot_checked > 0 || c.keys_acknowledged === 0),
+      detail: `${o.spot_checked - o.spot_missing - o.spot_mismatched} of ${o.spot_checked} found and equal` +
+        (o.spot_missing > 0 ? `; ${o.spot_missing} missing` : "") +
+        (o.spot_mismatched > 0 ? `; ${o.spot_mismatched} differ` : "")
+    }])
+  ]
+  return {
+    ok: checks.every((check) => check.ok),
+    rows_before: o.rows_before,
+    rows_after: o.rows_after,
+    rows_added: rowsAdded,
+    new_keys: newKeys,
+    already_stored_keys: Math.max(0, c.keys_acknowledged - newKeys),
+    spot_checked: o.spot_checked,
+    checks
+  }
+}
+
+export interface Summary extends Counts {
+  readonly url: string
+  readonly mode: "single" | "batch"
+  readonly batch_size: number | null
+  readonly concurrency: number
+  readonly seed: number
+  readonly run_id: string
+  readonly elapsed_seconds: number
+  /** Events answered (processed or duplicate) per second of sending. */
+  readonly events_per_second: number
+  readonly requests_per_second: number
+  readonly latency_ms: Latency | null
+  /** Final failures and rejections by reason. */
+  readonly failure_reasons: Readonly<Record<string, number>>
+  readonly verification: Verification | null
+}
+
+/** Exit status: 0 only when nothing finally failed or was rejected and, when verified, every check held. */
+export const succeeded = (s: Summary): boolean =>
+  s.failed === 0 && s.rejected === 0 && (s.verification === null || s.verification.ok)
+
+const n = (x: number) => x.toLocaleString("en-US")
+const ms = (x: number) => `${x.toFixed(1)} ms`
+
+export const formatSummary = (s: Summary): string => {
+  const lines = [
+    `publisher: ${s.mode} mode${s.batch_size !== null ? ` (batches of ${s.batch_size})` : ""}, concurrency ${s.concurrency}, ` +
+    `seed ${s.seed} (event ids ${s.run_id}-*), ${s.url}`,
+    `  sent         ${n(s.events)} events = ${n(s.distinct_keys)} distinct keys + ${n(s.duplicate_sends)} duplicate sends` +
+    ` in ${n(s.requests)} requests, ${n(s.retries)} retries`,
+    `  answers      ${n(s.processed)} processed · ${n(s.duplicates)} duplicates · ${n(s.rejected)} rejected · ` +
+    `${n(s.failed)} failed`,
+    `  elapsed      ${s.elapsed_seconds.toFixed(2)} s · ${n(Math.round(s.events_per_second))} events/s · ` +
+    `${n(Math.round(s.requests_per_second))} requests/s`,
+    s.latency_ms === null
+      ? "  latency      no answers"
+      : `  latency      p50 ${ms(s.latency_ms.p50)} · p95 ${ms(s.latency_ms.p95)} · p99 ${ms(s.latency_ms.p99)} · ` +
+        `max ${ms(s.latency_ms.max)} (per request, retries included)`
+  ]
+  for (const [reason, count] of Object.entries(s.failure_reasons)) lines.push(`  ! ${n(count)} × ${reason}`)
+  const v = s.verification
+  if (v === null) {
+    lines.push("verification: skipped (--no-verify)")
+  } else {
+    lines.push(
+      `verification (exact when this publisher is the only writer): ${n(v.new_keys)} new keys, ` +
+        `${n(v.already_stored_keys)} already stored before this run`
+    )
+    for (const check of v.checks) lines.push(`  ${check.ok ? "ok  " : "FAIL"} ${check.name}: ${check.detail}`)
+  }
+  lines.push(`result: ${succeeded(s) ? "OK" : "FAILED"}`)
+  return lines.join("\n")
+}
+
+/** Equality of JSON values, ignoring object key order (jsonb reorders keys). */
+export const sameJson = (a: unknown, b: unknown): boolean => {
+  if (a === b) return true
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false
+  if (Array.isArray(a) !== Array.isArray(b)) return false
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => sameJson(x, b[i]))
+  const ka = Object.keys(a), kb = Object.keys(b)
+  return ka.length === kb.length &&
+    ka.every((k) => Object.hasOwn(b, k) && sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]))
+}

@@ -1,0 +1,24 @@
+import { Command, ValidationError } from "@effect/cli"
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import { Cause, Console, Effect, Option } from "effect"
+import { makeCommand } from "./Cli.js"
+import { PublishFailed, publish } from "./Run.js"
+
+const cli = Command.run(makeCommand(publish), { name: "publisher", version: "0.1.0" })
+
+// @effect/cli prints its own usage errors; a PublishFailed follows a printed summary.
+const report = (cause: Cause.Cause<unknown>) => {
+  if (Cause.isInterruptedOnly(cause)) return Effect.void
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) return Effect.void
+  if (Option.isSome(failure) && failure.value instanceof PublishFailed) {
+    return Console.error(`publisher: ${failure.value.message}`)
+  }
+  return Console.error(Cause.pretty(cause))
+}
+
+cli(process.argv).pipe(
+  Effect.tapErrorCause(report),
+  Effect.provide(NodeContext.layer),
+  NodeRuntime.runMain({ disableErrorReporting: true })
+)
