@@ -1,7 +1,9 @@
 import { Deferred, Effect, Exit, Queue } from "effect"
 import { Overloaded, StorageUnavailable } from "../domain/Errors.js"
 import { AggregatorConfig } from "./Config.js"
-import { type NewEvent, EventStore } from "./EventStore.js"
+import type { StoredEvent } from "../domain/Event.js"
+import { Broker } from "./Broker.js"
+import { eventKey, type NewEvent, EventStore } from "./EventStore.js"
 
 interface Pending {
   readonly events: ReadonlyArray<NewEvent>
@@ -14,12 +16,14 @@ interface Pending {
  * `flushConcurrency` flushes are in flight, new submissions queue and form the next batch, so gathering
  * overlaps committing. Events waiting or being written are capped: past the cap a submission fails at once
  * with `Overloaded` (429) instead of growing the heap. With `groupCommit` off every submission is its own
- * transaction (for comparison).
+ * transaction (for comparison). Once a transaction commits, the events it stored (never a duplicate) are
+ * announced on the broker.
  */
 export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
   scoped: Effect.gen(function*() {
     const config = yield* AggregatorConfig
     const store = yield* EventStore
+    const broker = yield* Broker
     const scope = yield* Effect.scope
     const queue = yield* Queue.unbounded<Pending>()
     const cap = config.flushMaxEvents
@@ -57,16 +61,25 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
 
     const flush = (batch: ReadonlyArray<Pending>) => {
       const events = batch.length === 1 ? batch[0].events : batch.flatMap((p) => p.events)
-      return store.insertMany(events).pipe(
+      let committed: ReadonlyArray<StoredEvent> = []
+      return store.insertMany(events, (rows) => {
+        committed = rows
+      }).pipe(
         Effect.exit,
         Effect.flatMap((exit) => {
           if (Exit.isSuccess(exit)) {
+            const isNew = new Set<string>()
+            exit.value.forEach((stored, i) => {
+              if (stored) isNew.add(eventKey(events[i].topic, events[i].event_id))
+            })
             let offset = 0
-            return Effect.forEach(batch, (p) => {
+            return broker.announce(committed.filter((e) => isNew.delete(eventKey(e.topic, e.event_id)))).pipe(
+              Effect.zipRight(Effect.forEach(batch, (p) => {
               const mine = exit.value.slice(offset, offset + p.events.length)
               offset += p.events.length
               return Deferred.succeed(p.done, mine)
-            }, { discard: true })
+            }, { discard: true }))
+            )
           }
           const failure = new StorageUnavailable({ message: "the write did not commit; retry later" })
           return Effect.forEach(batch, (p) => Deferred.fail(p.done, failure), { discard: true })
@@ -125,5 +138,6 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
       submit,
       pendingEvents: Effect.sync(() => pending)
     } as const
-  })
+  }),
+  dependencies: [Broker.Default]
 }) {}

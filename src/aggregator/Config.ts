@@ -33,7 +33,16 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       flushMaxEvents: yield* positiveInt("FLUSH_MAX_EVENTS", 1000),
       flushConcurrency: yield* positiveInt("FLUSH_CONCURRENCY", 4),
       maxPendingEvents: yield* positiveInt("MAX_PENDING_EVENTS", 20_000),
-      shutdownTimeoutMs: yield* positiveInt("SHUTDOWN_TIMEOUT_MS", 15_000)
+      shutdownTimeoutMs: yield* positiveInt("SHUTDOWN_TIMEOUT_MS", 15_000),
+      // without it the broker is in-process: live tail and stats cover this process only
+      redisUrl: yield* Config.option(Config.redacted("REDIS_URL")),
+      // prepended to every Redis key and channel, so deployments (or test runs) can share one Redis
+      redisPrefix: yield* Config.string("REDIS_PREFIX").pipe(Config.withDefault("")),
+      announceBufferEvents: yield* positiveInt("ANNOUNCE_BUFFER_EVENTS", 10_000),
+      streamHeartbeatMs: yield* positiveInt("STREAM_HEARTBEAT_MS", 15_000),
+      streamClientBufferEvents: yield* positiveInt("STREAM_CLIENT_BUFFER_EVENTS", 1_000),
+      clusterStatsIntervalMs: yield* positiveInt("CLUSTER_STATS_INTERVAL_MS", 2_000),
+      clusterStatsTtlMs: yield* positiveInt("CLUSTER_STATS_TTL_MS", 10_000)
     } as const
   })
 }) {}

@@ -40,9 +40,12 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
      * Stores the events in one transaction and tells, for each input position, whether that call stored
      * it. A key repeated in the input is stored once: its first occurrence wins, later ones are
      * duplicates. Rows go in key order so concurrent transactions take index locks in the same order
-     * and cannot deadlock.
+     * and cannot deadlock. `onCommitted` gets the stored rows once their transaction has committed.
      */
-    const insertMany = (events: ReadonlyArray<NewEvent>) =>
+    const insertMany = (
+      events: ReadonlyArray<NewEvent>,
+      onCommitted?: (stored: ReadonlyArray<StoredEvent>) => void
+    ) =>
       db.use((sql) =>
         Effect.gen(function*() {
           const firstIndex = new Map<string, number>()
@@ -57,7 +60,7 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
           unique.sort(byKey)
           const shard = nextShard
           nextShard = (nextShard + 1) % TOTAL_SHARDS
-          const inserted = yield* sql.withTransaction(sql<{ topic: string; event_id: string }>`
+          const inserted = yield* sql.withTransaction(sql<Row>`
             WITH ins AS (
               INSERT INTO events (topic, event_id, "timestamp", source, payload)
               SELECT u.topic, u.event_id, u.ts::timestamptz, u.source, u.payload::jsonb
@@ -70,12 +73,15 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
               ) WITH ORDINALITY AS u(topic, event_id, ts, source, payload, ord)
               ORDER BY u.ord
               ON CONFLICT (topic, event_id) DO NOTHING
-              RETURNING topic, event_id
+              RETURNING seq, topic, event_id, "timestamp", source, payload, received_at
             ), bump AS (
               UPDATE event_totals SET total = total + (SELECT count(*) FROM ins)
               WHERE shard = ${shard} AND EXISTS (SELECT 1 FROM ins)
             )
-            SELECT topic, event_id FROM ins`)
+            SELECT seq, topic, event_id, ${sql.literal(utcText(`"timestamp"`))} AS "timestamp", source, payload,
+                   ${sql.literal(utcText("received_at"))} AS received_at
+            FROM ins ORDER BY seq`)
+          onCommitted?.(inserted.map(toStored))
           const stored = new Set(inserted.map((r) => firstIndex.get(eventKey(r.topic, r.event_id))))
           return events.map((_, i) => stored.has(i))
         })

@@ -6,7 +6,7 @@ import {
   HttpServerRequest,
   HttpServerResponse
 } from "@effect/platform"
-import { Cause, Effect, Either, Option, Schema } from "effect"
+import { Cause, Chunk, Duration, Effect, Either, Option, Schedule, Schema, Stream } from "effect"
 import { AggregatorApi, DEFAULT_LIST_LIMIT } from "../domain/Api.js"
 import {
   NotFound,
@@ -16,8 +16,9 @@ import {
   UnsupportedMediaType,
   ValidationFailed
 } from "../domain/Errors.js"
-import type { BatchItemResult } from "../domain/Event.js"
+import type { BatchItemResult, StoredEvent } from "../domain/Event.js"
 import { presetBody, readBody } from "./Body.js"
+import { Broker } from "./Broker.js"
 import { AggregatorConfig } from "./Config.js"
 import { Draining } from "./Lifecycle.js"
 import { Database } from "./Database.js"
@@ -33,6 +34,7 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
     const db = yield* Database
     const store = yield* EventStore
     const stats = yield* Stats
+    const broker = yield* Broker
     return handlers
       .handle("alive", () =>
         Effect.map(stats.uptimeSeconds, (uptime_seconds) => ({
@@ -44,19 +46,26 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
       .handle("ready", () => db.readiness)
       .handle("stats", () =>
         Effect.gen(function*() {
-          const [uptime_stats, total, storage_failures, uptime_seconds] = yield* Effect.all([
-            stats.snapshot,
-            Effect.option(store.totalRows),
-            stats.storageFailures,
-            stats.uptimeSeconds
-          ])
+          const [uptime_stats, total, storage_failures, uptime_seconds, announcements, stream_clients, cluster] =
+            yield* Effect.all([
+              stats.snapshot,
+              Effect.option(store.totalRows),
+              stats.storageFailures,
+              stats.uptimeSeconds,
+              broker.announcements,
+              broker.streamClients,
+              broker.cluster
+            ], { concurrency: "unbounded" })
           return {
             uptime_stats,
             database_total_rows: Option.getOrNull(total),
             storage_failures,
             uptime_seconds,
             started_at: stats.startedAt.toISOString(),
-            service: "aggregator"
+            service: "aggregator",
+            announcements,
+            stream_clients,
+            cluster
           }
         }))
   }))
@@ -67,12 +76,31 @@ const field = (item: unknown, name: string): string | null => {
   return typeof v === "string" ? v : null
 }
 
+const sseFrame = (e: StoredEvent) => `id: ${e.seq}\ndata: ${JSON.stringify(e)}\n\n`
+
 export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handlers) =>
   Effect.gen(function*() {
     const config = yield* AggregatorConfig
     const store = yield* EventStore
     const batcher = yield* Batcher
     const stats = yield* Stats
+    const broker = yield* Broker
+    const draining = yield* Draining
+
+    // The first line is written once the subscription exists: nothing stored after it is missed. A
+    // stream ends when its client falls behind, and every stream ends when shutdown begins.
+    const liveTail = (topic: string | undefined) =>
+      Stream.unwrapScoped(Effect.map(broker.subscribe(topic), (queue) =>
+        Stream.make(": subscribed\n\n").pipe(
+          Stream.concat(Stream.merge(
+            Stream.fromQueue(queue).pipe(Stream.mapChunks((events) => Chunk.of(Chunk.join(Chunk.map(events, sseFrame), "")))),
+            Stream.fromSchedule(Schedule.spaced(Duration.millis(config.streamHeartbeatMs))).pipe(Stream.as(":\n\n")),
+            { haltStrategy: "left" }
+          ))
+        ))).pipe(
+          Stream.interruptWhen(draining.started),
+          Stream.encodeText
+        )
 
     const write = (events: ReadonlyArray<NewEvent>) =>
       batcher.submit(events).pipe(
@@ -132,6 +160,11 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
           ...(urlParams.topic !== undefined ? { topic: urlParams.topic } : {}),
           ...(urlParams.before !== undefined ? { before: urlParams.before } : {})
         }))
+      .handleRaw("stream", ({ urlParams }) =>
+        Effect.succeed(HttpServerResponse.stream(liveTail(urlParams.topic), {
+          contentType: "text/event-stream",
+          headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
+        })))
       .handle("get", ({ path }) =>
         Effect.flatMap(store.get(path.topic, path.event_id), (event) =>
           event === undefined

@@ -1,23 +1,28 @@
-import { Context, Duration, Effect, Layer } from "effect"
+import { Context, Deferred, Duration, Effect, Layer } from "effect"
 import type * as Http from "node:http"
 import { AggregatorConfig } from "./Config.js"
 
 /** The Node server instance behind the Effect HttpServer, so shutdown can drain it itself. */
 export class NodeServer extends Context.Tag("Aggregator/NodeServer")<NodeServer, Http.Server>() {}
 
-/** Set once shutdown begins: responses then carry `Connection: close` so keep-alive clients let go. */
+/**
+ * Set once shutdown begins: responses then carry `Connection: close` so keep-alive clients let go, and
+ * long-lived responses (the live tail) end so the server can close.
+ */
 export class Draining extends Effect.Service<Draining>()("Aggregator/Draining", {
-  sync: () => {
+  effect: Effect.map(Deferred.make<void>(), (started) => {
     let on = false
     return {
       get isOn() {
         return on
       },
-      start: Effect.sync(() => {
+      started: Deferred.await(started),
+      start: Effect.suspend(() => {
         on = true
-      })
+        return Deferred.succeed(started, undefined)
+      }).pipe(Effect.asVoid)
     }
-  }
+  })
 }) {}
 
 /**

@@ -4,6 +4,7 @@ import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
 import { AggregatorApi } from "../domain/Api.js"
 import { Batcher } from "./Batcher.js"
+import { Broker } from "./Broker.js"
 import { AggregatorConfig } from "./Config.js"
 import { Database } from "./Database.js"
 import { EventStore } from "./EventStore.js"
@@ -11,8 +12,9 @@ import { ApiMiddlewareLive, EventsLive, HealthLive } from "./Http.js"
 import { Draining, DrainOnShutdownLive, NodeServer } from "./Lifecycle.js"
 import { Stats } from "./Stats.js"
 
-/** Storage, group commit and counters: built first, released last (after the HTTP server has drained). */
+/** Storage, group commit, the broker and counters: built first, released last (after the HTTP server has drained). */
 export const ServicesLive = Batcher.Default.pipe(
+  Layer.provideMerge(Broker.Default),
   Layer.provideMerge(EventStore.Default),
   Layer.provideMerge(Database.Default),
   Layer.provideMerge(Stats.Default),

@@ -1,4 +1,4 @@
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { NotFound, NotReady, Overloaded, PayloadTooLarge, StorageUnavailable, UnsupportedMediaType, ValidationFailed } from "./Errors.js"
 import {
@@ -25,6 +25,10 @@ export const ListParams = Schema.Struct({
   topic: Schema.optionalWith(Topic, { exact: true }),
   limit: Schema.optionalWith(IntFromString(1, MAX_LIST_LIMIT), { exact: true }),
   before: Schema.optionalWith(IntFromString(1, Number.MAX_SAFE_INTEGER), { exact: true })
+}).annotations({ parseOptions: { errors: "all" } })
+
+export const StreamParams = Schema.Struct({
+  topic: Schema.optionalWith(Topic, { exact: true }).annotations({ description: "Only this topic; all when absent" })
 }).annotations({ parseOptions: { errors: "all" } })
 
 // The framework lists its own 400 on every operation (this service answers validation failures with 422),
@@ -70,6 +74,16 @@ export class EventsGroup extends HttpApiGroup.make("events")
       .setUrlParams(ListParams)
       .addSuccess(Schema.Array(StoredEvent))
       .addError(StorageUnavailable)
+  )
+  .add(
+    HttpApiEndpoint.get("stream", "/events/stream")
+      .setUrlParams(StreamParams)
+      .addSuccess(
+        HttpApiSchema.Text({ contentType: "text/event-stream" }).annotations({
+          description: "Server-Sent Events: each newly stored event (on any replica) as `id: <seq>` and " +
+            "`data: <StoredEvent JSON>`; `:` comment lines as heartbeats. A client that falls behind is disconnected."
+        })
+      )
   )
   .add(
     HttpApiEndpoint.get("get", "/events/:topic/:event_id")

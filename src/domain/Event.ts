@@ -185,13 +185,39 @@ export const UptimeStats = Schema.Struct({
 }).annotations({ identifier: "UptimeStats" })
 export type UptimeStats = typeof UptimeStats.Type
 
+export const Announcements = Schema.Struct({
+  published: Schema.Number.annotations({ description: "Stored events handed to the broker" }),
+  failed: Schema.Number.annotations({ description: "Stored events not announced (broker down or buffer full)" })
+}).annotations({ identifier: "Announcements" })
+export type Announcements = typeof Announcements.Type
+
+/** The counters one replica reports to the others. */
+export const ReplicaCounters = Schema.Struct({
+  uptime_stats: UptimeStats,
+  storage_failures: Schema.Number,
+  announcements: Announcements
+}).annotations({ identifier: "ReplicaCounters" })
+export type ReplicaCounters = typeof ReplicaCounters.Type
+
+export const ClusterStats = Schema.Struct({
+  ...ReplicaCounters.fields,
+  replicas: Schema.Number.annotations({ description: "Live replicas whose counters are summed here" })
+}).annotations({
+  identifier: "ClusterStats",
+  description: "The counters summed over every live replica (this one alone without a shared broker)"
+})
+export type ClusterStats = typeof ClusterStats.Type
+
 export const Stats = Schema.Struct({
   uptime_stats: UptimeStats,
   database_total_rows: Schema.NullOr(Schema.Number),
   storage_failures: Schema.Number,
   uptime_seconds: Schema.Number,
   started_at: Schema.String,
-  service: Schema.String
+  service: Schema.String,
+  announcements: Announcements,
+  stream_clients: Schema.Number.annotations({ description: "Live-tail clients connected to this replica" }),
+  cluster: ClusterStats
 }).annotations({ identifier: "Stats" })
 export type Stats = typeof Stats.Type
 

@@ -58,7 +58,17 @@ layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: stati
       expectConsistent(stats)
       const raw = (yield* get("/stats")).json
       expect(Object.keys(raw).sort()).toEqual(
-        ["database_total_rows", "service", "started_at", "storage_failures", "uptime_seconds", "uptime_stats"]
+        [
+          "announcements",
+          "cluster",
+          "database_total_rows",
+          "service",
+          "started_at",
+          "storage_failures",
+          "stream_clients",
+          "uptime_seconds",
+          "uptime_stats"
+        ]
       )
       expect(Object.keys(raw.uptime_stats).sort()).toEqual(["duplicate_dropped", "received", "rejected", "unique_processed"])
     }))

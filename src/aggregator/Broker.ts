@@ -1,0 +1,254 @@
+import { Chunk, Duration, Effect, Fiber, Option, PubSub, Queue, Redacted, Runtime, Schedule, Schema, type Scope } from "effect"
+import { Redis, type RedisOptions } from "ioredis"
+import { randomUUID } from "node:crypto"
+import {
+  type Announcements,
+  type ClusterStats,
+  ReplicaCounters,
+  StoredEvent,
+  type UptimeStats
+} from "../domain/Event.js"
+import { AggregatorConfig } from "./Config.js"
+import { Stats } from "./Stats.js"
+
+/** How announcements leave this process and how the other replicas' counters are read. */
+interface Transport {
+  /** Sends the events; answers how many could not be sent. */
+  readonly publish: (events: ReadonlyArray<StoredEvent>) => Effect.Effect<number>
+  readonly report: (counters: ReplicaCounters) => Effect.Effect<void>
+  /** The live replicas' counters other than this one's, or none when they cannot be read. */
+  readonly others: Effect.Effect<Option.Option<ReadonlyArray<ReplicaCounters>>>
+  readonly withdraw: Effect.Effect<void>
+}
+
+const PUBLISH_BATCH = 1000
+const REDIS_TIMEOUT = Duration.seconds(5)
+
+const escapeGlob = (s: string) => s.replace(/[*?[\]\\]/g, "\\$&")
+const decodeEvent = Schema.decodeUnknownOption(Schema.parseJson(StoredEvent))
+const decodeCounters = Schema.decodeUnknownOption(Schema.parseJson(ReplicaCounters))
+
+const addUptime = (a: UptimeStats, b: UptimeStats): UptimeStats => ({
+  received: a.received + b.received,
+  unique_processed: a.unique_processed + b.unique_processed,
+  duplicate_dropped: a.duplicate_dropped + b.duplicate_dropped,
+  rejected: a.rejected + b.rejected
+})
+
+export const sumCounters = (own: ReplicaCounters, others: ReadonlyArray<ReplicaCounters>): ClusterStats =>
+  others.reduce<ClusterStats>((sum, r) => ({
+    uptime_stats: addUptime(sum.uptime_stats, r.uptime_stats),
+    storage_failures: sum.storage_failures + r.storage_failures,
+    announcements: {
+      published: sum.announcements.published + r.announcements.published,
+      failed: sum.announcements.failed + r.announcements.failed
+    },
+    replicas: sum.replicas + 1
+  }), { ...own, replicas: 1 })
+
+// Reconnects by itself, backing off up to 2 s; with no offline queue a command fails at once while down.
+const retryStrategy = (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000)
+
+const inProcess = (hub: PubSub.PubSub<StoredEvent>): Transport => ({
+  publish: (events) => Effect.as(PubSub.publishAll(hub, events), 0),
+  report: () => Effect.void,
+  others: Effect.succeed(Option.some([])),
+  withdraw: Effect.void
+})
+
+const connection = (url: string, name: string, options: RedisOptions) =>
+  Effect.acquireRelease(
+    Effect.gen(function*() {
+      const runtime = yield* Effect.runtime<never>()
+      const log = Runtime.runFork(runtime)
+      const redis = new Redis(url, { connectionName: `log-aggregator-${name}`, retryStrategy, ...options })
+      let down = false
+      redis.on("ready", () => {
+        if (down) log(Effect.logInfo(`redis ${name} connection is back`))
+        down = false
+      })
+      redis.on("error", (e: Error) => {
+        if (!down) log(Effect.logWarning(`redis ${name} connection failed; retrying`, e.message))
+        down = true
+      })
+      return redis
+    }),
+    (redis) =>
+      Effect.tryPromise(() => redis.quit()).pipe(
+        Effect.timeout(Duration.seconds(1)),
+        Effect.ignore,
+        Effect.ensuring(Effect.sync(() => redis.disconnect()))
+      )
+  )
+
+const overRedis = (
+  url: string,
+  prefix: string,
+  ttlMs: number,
+  hub: PubSub.PubSub<StoredEvent>
+): Effect.Effect<Transport, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const replicaKey = `${prefix}stats:replica:${randomUUID()}`
+    const pub = yield* connection(url, "publisher", { enableOfflineQueue: false, maxRetriesPerRequest: 0 })
+    // The subscriber queues its PSUBSCRIBE until connected and subscribes again after every reconnect.
+    const sub = yield* connection(url, "subscriber", { maxRetriesPerRequest: null })
+    sub.on("pmessage", (_pattern: string, _channel: string, message: string) => {
+      const event = decodeEvent(message)
+      if (Option.isSome(event)) hub.unsafeOffer(event.value)
+    })
+    yield* Effect.tryPromise(() => sub.psubscribe(`${escapeGlob(prefix)}events:*`)).pipe(
+      Effect.timeout(REDIS_TIMEOUT),
+      Effect.catchAll((e) => Effect.logWarning("redis subscribe pending; it completes once redis answers", e)),
+      Effect.forkScoped
+    )
+
+    const attempt = <A>(f: () => Promise<A>) =>
+      Effect.tryPromise(f).pipe(Effect.timeoutFail({ duration: REDIS_TIMEOUT, onTimeout: () => "timeout" }), Effect.option)
+
+    const publish = (events: ReadonlyArray<StoredEvent>) => {
+      if (pub.status !== "ready") return Effect.succeed(events.length)
+      return attempt(() => {
+        const pipeline = pub.pipeline()
+        for (const e of events) pipeline.publish(`${prefix}events:${e.topic}`, JSON.stringify(e))
+        return pipeline.exec()
+      }).pipe(Effect.map(Option.match({
+        onNone: () => events.length,
+        onSome: (results) => results === null ? events.length : results.filter(([error]) => error !== null).length
+      })))
+    }
+
+    const scanAll = (pattern: string) =>
+      attempt(async () => {
+        const keys: Array<string> = []
+        let cursor = "0"
+        do {
+          const [next, found] = await pub.scan(cursor, "MATCH", pattern, "COUNT", 1000)
+          keys.push(...found)
+          cursor = next
+        } while (cursor !== "0")
+        return keys
+      })
+
+    const others = Effect.gen(function*() {
+      const keys = yield* scanAll(`${escapeGlob(prefix)}stats:replica:*`)
+      if (Option.isNone(keys)) return Option.none()
+      const theirs = keys.value.filter((k) => k !== replicaKey)
+      if (theirs.length === 0) return Option.some([])
+      const values = yield* attempt(() => pub.mget(...theirs))
+      return Option.map(values, (vs) => vs.flatMap((v) => v === null ? [] : Option.toArray(decodeCounters(v))))
+    })
+
+    return {
+      publish,
+      report: (counters) => Effect.asVoid(attempt(() => pub.set(replicaKey, JSON.stringify(counters), "PX", ttlMs))),
+      others,
+      withdraw: Effect.asVoid(attempt(() => pub.del(replicaKey)))
+    } satisfies Transport
+  })
+
+/**
+ * Announces every newly stored event and fans announcements out to live-tail clients. With `REDIS_URL`
+ * events go through Redis (one channel a topic, one subscriber connection a process), so a client on one
+ * replica sees what any replica stored, and each replica shares its counters for the cluster-wide stats;
+ * without it everything stays in this process. Announcing never waits: events go to a bounded buffer that
+ * a background fiber sends on, and what cannot be sent is counted and dropped.
+ */
+export class Broker extends Effect.Service<Broker>()("Aggregator/Broker", {
+  scoped: Effect.gen(function*() {
+    const config = yield* AggregatorConfig
+    const stats = yield* Stats
+    const hub = yield* PubSub.unbounded<StoredEvent>()
+    const buffer = yield* Queue.dropping<StoredEvent>(config.announceBufferEvents)
+    let published = 0
+    let failed = 0
+    let clients = 0
+
+    const transport = yield* Option.match(config.redisUrl, {
+      onNone: () => Effect.succeed(inProcess(hub)),
+      onSome: (url) => overRedis(Redacted.value(url), config.redisPrefix, config.clusterStatsTtlMs, hub)
+    })
+
+    const send = (events: ReadonlyArray<StoredEvent>) =>
+      Effect.map(transport.publish(events), (lost) => {
+        published += events.length - lost
+        failed += lost
+      })
+
+    yield* Queue.takeBetween(buffer, 1, PUBLISH_BATCH).pipe(
+      Effect.flatMap((chunk) => send(Chunk.toReadonlyArray(chunk))),
+      Effect.forever,
+      Effect.forkScoped
+    )
+
+    const announcements = Effect.sync((): Announcements => ({ published, failed }))
+    const counters = Effect.map(
+      Effect.all([stats.snapshot, stats.storageFailures, announcements]),
+      ([uptime_stats, storage_failures, announcements]): ReplicaCounters => ({ uptime_stats, storage_failures, announcements })
+    )
+
+    const reporter = yield* counters.pipe(
+      Effect.flatMap(transport.report),
+      Effect.repeat(Schedule.spaced(Duration.millis(config.clusterStatsIntervalMs))),
+      Effect.forkScoped
+    )
+
+    // Runs first on shutdown (finalizers run in reverse): send what is buffered, then leave the cluster
+    // at once rather than after the TTL.
+    yield* Effect.addFinalizer(() =>
+      Queue.takeAll(buffer).pipe(
+        Effect.flatMap((left) => send(Chunk.toReadonlyArray(left))),
+        Effect.zipRight(Fiber.interrupt(reporter)),
+        Effect.zipRight(transport.withdraw)
+      )
+    )
+
+    /** Queues the events for announcement; never waits and never fails. */
+    const announce = (events: ReadonlyArray<StoredEvent>) =>
+      Effect.sync(() => {
+        for (const e of events) if (!buffer.unsafeOffer(e)) failed++
+      })
+
+    /**
+     * A bounded queue of the events announced from now on (one topic or all), for one client. When the
+     * client falls `streamClientBufferEvents` behind, the queue shuts down: its stream ends.
+     */
+    const subscribe = (topic: string | undefined) =>
+      Effect.gen(function*() {
+        const subscription = yield* PubSub.subscribe(hub)
+        const mine = yield* Effect.acquireRelease(
+          Queue.dropping<StoredEvent>(config.streamClientBufferEvents),
+          Queue.shutdown
+        )
+        yield* Effect.acquireRelease(Effect.sync(() => clients++), () => Effect.sync(() => clients--))
+        yield* Queue.take(subscription).pipe(
+          Effect.flatMap((first) => Effect.map(Queue.takeAll(subscription), (rest) => [first, ...rest])),
+          Effect.flatMap((events) =>
+            Effect.suspend(() => {
+              for (const e of events) {
+                if (topic !== undefined && e.topic !== topic) continue
+                if (!mine.unsafeOffer(e)) return Queue.shutdown(mine).pipe(Effect.zipRight(Effect.interrupt))
+              }
+              return Effect.void
+            })
+          ),
+          Effect.forever,
+          Effect.forkScoped
+        )
+        return mine as Queue.Dequeue<StoredEvent>
+      })
+
+    return {
+      announce,
+      subscribe,
+      announcements,
+      streamClients: Effect.sync(() => clients),
+      /** This replica's counters summed with every live replica's; this one alone when they cannot be read. */
+      cluster: Effect.gen(function*() {
+        const own = yield* counters
+        const others = yield* transport.others
+        return sumCounters(own, Option.getOrElse(others, () => []))
+      })
+    } as const
+  }),
+  dependencies: [Stats.Default]
+}) {}

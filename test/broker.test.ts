@@ -1,0 +1,256 @@
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Either, FastCheck as fc, Fiber, Layer, Queue, Stream } from "effect"
+import { afterAll, beforeAll, describe as plainDescribe, expect as plainExpect, it as plainIt } from "vitest"
+import { Batcher } from "../src/aggregator/Batcher.js"
+import { Broker } from "../src/aggregator/Broker.js"
+import { AggregatorConfig } from "../src/aggregator/Config.js"
+import { eventKey, EventStore, type NewEvent } from "../src/aggregator/EventStore.js"
+import { StorageUnavailable } from "../src/domain/Errors.js"
+import type { StoredEvent } from "../src/domain/Event.js"
+import { postJson, type Spawned, spawnAggregator, waitFor } from "./support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
+import { freshDatabase } from "./support/database.js"
+import { freePort, keyOf, sseClient, until } from "./support/live.js"
+
+// Announcements and the live tail with the in-process broker (no REDIS_URL).
+
+const ev = (key: number): NewEvent => ({ topic: "t", event_id: `k${key}`, timestamp: "2025-01-01T00:00:00Z", source: null, payload: null })
+
+/**
+ * A store that hands the Batcher a row for every event it was given, duplicates included, and does so
+ * even for a transaction it then fails: the Batcher alone must keep duplicates and rolled-back rows out.
+ */
+const carelessStore = (failWhen: (events: ReadonlyArray<NewEvent>) => boolean) => {
+  const stored = new Set<string>()
+  let seq = 0
+  const layer = Layer.succeed(
+    EventStore,
+    EventStore.make({
+      insertMany: (events, onCommitted) =>
+        Effect.gen(function*() {
+          onCommitted?.(events.map((e): StoredEvent => ({
+            seq: ++seq,
+            topic: e.topic,
+            event_id: e.event_id,
+            timestamp: e.timestamp,
+            source: e.source,
+            payload: null,
+            received_at: "2025-01-01T00:00:00.000000Z"
+          })))
+          if (failWhen(events)) return yield* new StorageUnavailable({ message: "injected" })
+          const keys = events.map((e) => eventKey(e.topic, e.event_id))
+          return keys.map((k) => stored.has(k) ? false : (stored.add(k), true))
+        }),
+      list: () => Effect.succeed([]),
+      get: () => Effect.succeed(undefined),
+      totalRows: Effect.sync(() => stored.size)
+    })
+  )
+  return { stored, layer }
+}
+
+const stored = (topic: string, i: number): StoredEvent => ({
+  seq: i,
+  topic,
+  event_id: `e${i}`,
+  timestamp: "2025-01-01T00:00:00Z",
+  source: null,
+  payload: null,
+  received_at: "2025-01-01T00:00:00Z"
+})
+
+const configLayer = (env: Record<string, string>) =>
+  AggregatorConfig.Default.pipe(Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))))
+
+describe("announcing and fanning out (in-process broker)", () => {
+  it.live.prop(
+    "only events a committed transaction stored are announced, each once: never a duplicate or a rolled-back one",
+    [
+      fc.array(fc.array(fc.integer({ min: 0, max: 30 }), { minLength: 1, maxLength: 6 }), { minLength: 1, maxLength: 40 }),
+      fc.integer({ min: 0, max: 30 }),
+      fc.integer({ min: 1, max: 8 }),
+      fc.boolean()
+    ],
+    ([subs, poison, flushMaxEvents, groupCommit]) => {
+      const store = carelessStore((events) => events.some((e) => e.event_id === `k${poison}`))
+      return Effect.gen(function*() {
+        const broker = yield* Broker
+        const batcher = yield* Batcher
+        const tail = yield* broker.subscribe(undefined)
+        const answers = yield* Effect.forEach(subs, (keys) => Effect.either(batcher.submit(keys.map(ev))), {
+          concurrency: "unbounded"
+        })
+        const reportedNew: Array<string> = []
+        answers.forEach((a, i) => {
+          if (Either.isLeft(a)) return
+          a.right.forEach((isNew, j) => {
+            if (isNew) reportedNew.push(eventKey("t", `k${subs[i][j]}`))
+          })
+        })
+        // the poisoned key is in every failed flush and never stored
+        expect(store.stored.has(eventKey("t", `k${poison}`))).toBe(false)
+        while ((yield* broker.announcements).published < store.stored.size) yield* Effect.sleep("1 millis")
+        // anything announced by mistake would sit in the queue among the expected ones
+        yield* Effect.sleep("5 millis")
+        const announced = [...(yield* Queue.takeAll(tail))].map(keyOf)
+        // exactly what committed, each once (a submission split at the cap may have committed in part)
+        expect(announced.sort()).toEqual([...store.stored].sort())
+        expect(new Set(announced)).toEqual(new Set([...reportedNew, ...announced]))
+        expect(yield* broker.announcements).toEqual({ published: store.stored.size, failed: 0 })
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(Batcher.Default.pipe(
+          Layer.provideMerge(Broker.Default),
+          Layer.provide(store.layer),
+          Layer.provide(configLayer({ FLUSH_MAX_EVENTS: String(flushMaxEvents), GROUP_COMMIT: String(groupCommit) }))
+        ))
+      )
+    },
+    { fastCheck: { numRuns: 40 } }
+  )
+
+  it.live("a subscriber that falls too far behind is cut off (its stream ends); one that keeps up is not", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const slow = yield* broker.subscribe(undefined)
+      const other = yield* broker.subscribe("other")
+      const received: Array<string> = []
+      const reader = yield* Stream.fromQueue(other).pipe(
+        Stream.runForEach((e) => Effect.sync(() => received.push(e.event_id))),
+        Effect.fork
+      )
+      // 4 fit the slow one's buffer (STREAM_CLIENT_BUFFER_EVENTS=4); the 5th cuts it off
+      yield* broker.announce(Array.from({ length: 4 }, (_, i) => stored("t", i)))
+      while ((yield* broker.announcements).published < 4) yield* Effect.sleep("1 millis")
+      yield* Effect.sleep("5 millis")
+      expect(yield* Queue.isShutdown(slow)).toBe(false)
+      expect(yield* broker.streamClients).toBe(2)
+      yield* broker.announce([stored("t", 4), stored("other", 5), stored("other", 6)])
+      const ended = yield* Stream.fromQueue(slow).pipe(Stream.runCollect, Effect.timeout("10 seconds"))
+      expect(ended.length).toBeLessThanOrEqual(4)
+      expect(yield* Queue.isShutdown(slow)).toBe(true)
+      while (received.length < 2) yield* Effect.sleep("1 millis")
+      expect(received).toEqual(["e5", "e6"])
+      yield* Fiber.interrupt(reader)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Broker.Default.pipe(Layer.provide(configLayer({ STREAM_CLIENT_BUFFER_EVENTS: "4" }))))
+    ))
+
+  it.live("a full announcement buffer drops and counts what it drops: announcing never waits", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const tail = yield* broker.subscribe(undefined)
+      // one synchronous step: the sender cannot take any out in between
+      yield* broker.announce(Array.from({ length: 10 }, (_, i) => stored("t", i)))
+      let counts = yield* broker.announcements
+      while (counts.published + counts.failed < 10) {
+        yield* Effect.sleep("1 millis")
+        counts = yield* broker.announcements
+      }
+      expect(counts.published + counts.failed).toBe(10)
+      expect(counts.failed).toBeGreaterThanOrEqual(7)
+      yield* Effect.sleep("5 millis")
+      expect((yield* Queue.takeAll(tail)).length).toBe(counts.published)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Broker.Default.pipe(Layer.provide(configLayer({ ANNOUNCE_BUFFER_EVENTS: "2" }))))
+    ))
+})
+
+// ---------------------------------------------------------------------------------------------
+
+const event = (topic: string, event_id: string) => ({ topic, event_id, timestamp: "2025-06-01T00:00:00Z", payload: { n: event_id } })
+const stats = (url: string) => fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)
+
+plainDescribe.skipIf(skipWithoutPostgres)(`live tail with the in-process broker${withoutPostgresNote}`, () => {
+  let db: Awaited<ReturnType<typeof freshDatabase>>
+  let agg: Spawned
+  beforeAll(async () => {
+    db = await freshDatabase("tail")
+    agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_HEARTBEAT_MS: "100" }, await freePort())
+    await waitFor(`${agg.url}/ready`)
+  })
+  afterAll(async () => {
+    agg?.child.kill("SIGTERM")
+    await agg?.exited
+    await db?.drop()
+  })
+
+  plainIt("streams each newly stored event once, filtered by topic; duplicates never; heartbeats; unsubscribes", async () => {
+    const all = sseClient(`${agg.url}/events/stream`)
+    const orders = sseClient(`${agg.url}/events/stream?topic=orders`)
+    await Promise.all([all.ready, orders.ready])
+    plainExpect(all.status).toBe(200)
+    plainExpect(all.contentType).toMatch(/^text\/event-stream/)
+    plainExpect((await stats(agg.url)).stream_clients).toBe(2)
+
+    plainExpect((await postJson(`${agg.url}/publish`, event("orders", "o1"))).status).toBe(201)
+    plainExpect((await postJson(`${agg.url}/publish`, event("orders", "o1"))).status).toBe(200)
+    plainExpect((await postJson(`${agg.url}/publish`, event("users", "u1"))).status).toBe(201)
+    const batch = await postJson(`${agg.url}/publish/batch`, [
+      event("orders", "o2"),
+      event("orders", "o2"),
+      event("orders", "o1"),
+      { topic: "orders" }
+    ]).then((r) => r.json() as Promise<any>)
+    plainExpect([batch.processed, batch.duplicates, batch.rejected]).toEqual([1, 2, 1])
+    // announcements leave in order: once the last one is seen, a wrongly announced duplicate would have been too
+    plainExpect((await postJson(`${agg.url}/publish`, event("orders", "last"))).status).toBe(201)
+    await until("the last event on both streams", () =>
+      all.events.some((e) => e.event_id === "last") && orders.events.some((e) => e.event_id === "last"))
+
+    plainExpect(all.events.map((e) => `${e.topic}/${e.event_id}`)).toEqual(["orders/o1", "users/u1", "orders/o2", "orders/last"])
+    plainExpect(orders.events.map((e) => e.event_id)).toEqual(["o1", "o2", "last"])
+    // each frame is the stored event, as GET /events/:topic/:event_id returns it
+    const o1 = await fetch(`${agg.url}/events/orders/o1`).then((r) => r.json())
+    plainExpect(all.events[0]).toEqual(o1)
+    plainExpect(all.ids).toEqual(all.events.map((e) => String(e.seq)))
+    await until("a heartbeat", () => all.comments >= 2)
+
+    const s = await stats(agg.url)
+    plainExpect(s.announcements).toEqual({ published: 4, failed: 0 })
+    plainExpect(s.cluster).toEqual({
+      uptime_stats: s.uptime_stats,
+      storage_failures: s.storage_failures,
+      announcements: s.announcements,
+      replicas: 1
+    })
+
+    all.close()
+    orders.close()
+    await until("clients unsubscribed", async () => (await stats(agg.url)).stream_clients === 0)
+  })
+
+  plainIt("refuses an invalid topic filter with 422", async () => {
+    const res = await fetch(`${agg.url}/events/stream?topic=`)
+    plainExpect(res.status).toBe(422)
+    plainExpect(await res.json()).toMatchObject({ error: "validation_failed" })
+  })
+
+  plainIt("documents the stream in the OpenAPI document", async () => {
+    const spec = await fetch(`${agg.url}/openapi.json`).then((r) => r.json() as Promise<any>)
+    plainExpect(Object.keys(spec.paths["/events/stream"].get.responses["200"].content)).toEqual(["text/event-stream"])
+  })
+})
+
+plainDescribe.skipIf(skipWithoutPostgres)(`shutdown with live-tail clients connected${withoutPostgresNote}`, () => {
+  plainIt("SIGTERM ends every stream and the process exits cleanly without waiting for the shutdown timeout", async () => {
+    const db = await freshDatabase("tailstop")
+    // were the streams left open, draining would wait the full 10 minutes and this test would time out
+    const agg = spawnAggregator({ DATABASE_URL: db.url, SHUTDOWN_TIMEOUT_MS: "600000" }, await freePort())
+    try {
+      await waitFor(`${agg.url}/ready`)
+      const clients = [sseClient(`${agg.url}/events/stream`), sseClient(`${agg.url}/events/stream?topic=x`)]
+      await Promise.all(clients.map((c) => c.ready))
+      agg.child.kill("SIGTERM")
+      plainExpect(await agg.exited).toBe(0)
+      await Promise.all(clients.map((c) => c.ended))
+      plainExpect(agg.output()).toContain("drained")
+      plainExpect(agg.output()).not.toContain("shutdown timeout")
+    } finally {
+      agg.child.kill("SIGKILL")
+      await db.drop()
+    }
+  })
+})
