@@ -1,0 +1,426 @@
+#!/usr/bin/env node
+// npm run bench [-- --quick]: the aggregator's throughput, latency, ceilings and memory in one table.
+// Runs the built dist/aggregator against the local PostgreSQL (BENCH_DATABASE_URL, default
+// postgres://postgres@127.0.0.1:5432/postgres), on fresh databases it drops at the end.
+import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import os from "node:os"
+import { join } from "node:path"
+import pg from "pg"
+import { measureCpu, rssKb, sampleRss, settingOverrides, startAggregator, startBareServer } from "./lib/aggregator.mjs"
+import { markdownTable, writeLatestRun } from "./lib/report.mjs"
+import { batch, describeCodes, fmt, getLoad, singleEvent } from "./lib/workloads.mjs"
+import { summarizeFile } from "./profile-summary.mjs"
+
+const env = process.env
+const num = (name, fallback) => (env[name] !== undefined && env[name] !== "" ? Number(env[name]) : fallback)
+const quick = process.argv.includes("--quick") || env.BENCH_QUICK === "1"
+const profileMode = (env.BENCH_PROFILE ?? "").toLowerCase()
+const profileSingle = ["1", "true", "single", "all"].includes(profileMode)
+const profileBatch = ["batch", "all"].includes(profileMode)
+
+const cfg = {
+  connections: num("BENCH_CONNECTIONS", 64),
+  warmup: num("BENCH_WARMUP", 3),
+  duration: num("BENCH_DURATION", 12),
+  dupShare: 0.3,
+  batchConnections: num("BENCH_BATCH_CONNECTIONS", 4),
+  batchSize: 1000,
+  batchRequests: num("BENCH_BATCH_REQUESTS", 1000),
+  ceilingRows: num("BENCH_CEILING_ROWS", 300_000),
+  statsRows: num("BENCH_STATS_ROWS", quick ? 1_000_000 : 10_000_000),
+  // the target is read at the first: one request at a time, latency without queueing behind other requests
+  statsConnections: (env.BENCH_STATS_CONNECTIONS ?? "1,8").split(",").map(Number),
+  statsDuration: num("BENCH_STATS_DURATION", 5),
+  bareDuration: num("BENCH_BARE_DURATION", 5),
+  seedChunk: 1_000_000,
+  seedConcurrency: num("BENCH_SEED_CONCURRENCY", 2)
+}
+const adminUrl = env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
+const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "_")
+const outDir = env.BENCH_OUT_DIR ?? join(os.tmpdir(), `log-aggregator-bench-${stamp}`)
+mkdirSync(outDir, { recursive: true })
+
+const say = (msg) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`)
+const mib = (kb) => kb / 1024
+const pct = (x) => `${(100 * x).toFixed(0)}%`
+const ms = (x) => (x === undefined ? "—" : `${fmt(x, x < 10 ? 2 : 1)} ms`)
+const cpuText = (c) =>
+  c ? [c.aggregator, c.postgres, c.bench, c.machine].map((x) => (x === undefined ? "—" : pct(x))).join(" / ") : "—"
+
+// ---- databases ------------------------------------------------------------------------------------------
+
+const databases = []
+const dbUrl = (name) => {
+  const u = new URL(adminUrl)
+  u.pathname = `/${name}`
+  return u.toString()
+}
+const withClient = async (url, fn) => {
+  const client = new pg.Client({ connectionString: url, application_name: "log-aggregator-bench" })
+  await client.connect()
+  try {
+    return await fn(client)
+  } finally {
+    await client.end()
+  }
+}
+const freshDatabase = async (suffix) => {
+  const name = `bench_${stamp}_${process.pid}_${suffix}`.toLowerCase()
+  await withClient(adminUrl, (c) => c.query(`CREATE DATABASE ${name}`))
+  databases.push(name)
+  return dbUrl(name)
+}
+const dropDatabases = async () => {
+  for (const name of databases.splice(0)) {
+    await withClient(adminUrl, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).catch((e) =>
+      say(`could not drop ${name}: ${e.message}`)
+    )
+  }
+}
+
+const storedIds = (url, topic) =>
+  withClient(url, async (c) => (await c.query("SELECT event_id FROM events WHERE topic = $1", [topic])).rows.map((r) => r.event_id))
+const countTopic = (url, topic) =>
+  withClient(url, async (c) => Number((await c.query("SELECT count(*)::int8 AS n FROM events WHERE topic = $1", [topic])).rows[0].n))
+const totalsCheck = (url) =>
+  withClient(url, async (c) => {
+    const { rows } = await c.query(
+      "SELECT (SELECT count(*) FROM events)::int8 AS rows, (SELECT coalesce(sum(total), 0) FROM event_totals)::int8 AS totals"
+    )
+    const r = { rows: Number(rows[0].rows), totals: Number(rows[0].totals) }
+    return { ...r, ok: r.rows === r.totals, text: `event_totals ${fmt(r.totals)} ${r.rows === r.totals ? "=" : "≠"} count(*) ${fmt(r.rows)}` }
+  })
+
+// Same row shape as the aggregator writes: text timestamp cast to timestamptz, payload text cast to jsonb.
+const generatedInsert = (topicSql) => `
+  INSERT INTO events (topic, event_id, "timestamp", source, payload)
+  SELECT ${topicSql}, $1 || '-' || lpad(g::text, 10, '0'),
+         ('2025-01-31T12:00:00.' || lpad((g % 1000)::text, 3, '0') || 'Z')::timestamptz, 'bench',
+         ('{"n":' || g || ',"user":"u' || (g % 1000) || '","amount":42.5,"tags":["a","b"]}')::jsonb
+  FROM generate_series($2::int8, $3::int8) AS g
+  ON CONFLICT (topic, event_id) DO NOTHING`
+
+// ---- the run ------------------------------------------------------------------------------------------------
+
+const running = new Set()
+const start = async (opts) => {
+  const agg = await startAggregator({ outDir, ...opts })
+  running.add(agg)
+  return agg
+}
+const stop = async (agg) => {
+  const exit = await agg.stop()
+  running.delete(agg)
+  return exit
+}
+
+const results = {}
+const checks = []
+const timings = []
+const timed = async (label, fn) => {
+  const t0 = Date.now()
+  try {
+    return await fn()
+  } finally {
+    timings.push(`${label} ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+  }
+}
+
+const singleEventPhase = async (label, groupCommit, profile) => {
+  const url = await freshDatabase(groupCommit ? "gc_on" : "gc_off")
+  const agg = await start({ name: `single-${label}`, databaseUrl: url, env: { GROUP_COMMIT: String(groupCommit) }, profile })
+  say(`single-event, group commit ${label}: warm-up ${cfg.warmup} s`)
+  await singleEvent({ url: agg.url, topic: "warmup", prefix: "w", connections: cfg.connections, duration: cfg.warmup, dupShare: cfg.dupShare })
+  say(`single-event, group commit ${label}: ${cfg.duration} s, ${cfg.connections} connections`)
+  const { result, cpu, window } = await measureCpu(agg.pid, () =>
+    singleEvent({ url: agg.url, topic: "single", prefix: "e", connections: cfg.connections, duration: cfg.duration, dupShare: cfg.dupShare })
+  )
+  await stop(agg)
+  const verify = result.verify(await storedIds(url, "single"))
+  const totals = await totalsCheck(url)
+  checks.push(verify.ok, totals.ok)
+  say(`  ${fmt(result.eventsPerSec)} events/s, p99 ${ms(result.p99)}; ${verify.text}; ${totals.text}`)
+  return { ...result, cpu, verify, totals, window, profileFile: agg.profileFile }
+}
+
+const main = async () => {
+  if (!existsSync("dist/aggregator/index.js")) throw new Error("dist/aggregator is missing: run `npm run build` first")
+  const began = Date.now()
+  const loadAtStart = os.loadavg().map((x) => x.toFixed(2)).join(", ")
+  const pgVersion = await withClient(adminUrl, async (c) => (await c.query("SHOW server_version")).rows[0].server_version)
+  say(`output (logs, profiles): ${outDir}`)
+
+  say(`calibration: bare node:http server, GET / ${cfg.bareDuration} s, ${cfg.connections} connections`)
+  await timed("bare node:http", async () => {
+    const bare = await startBareServer()
+    try {
+      const { result, cpu } = await measureCpu(bare.pid, () =>
+        getLoad({ url: bare.url, path: "/", connections: cfg.connections, duration: cfg.bareDuration })
+      )
+      results.bare = { ...result, cpu }
+      say(`  ${fmt(result.perSec)} req/s, p99 ${ms(result.p99)}`)
+    } finally {
+      await bare.stop()
+    }
+  })
+
+  results.on = await timed("group commit ON", () => singleEventPhase("on", true, profileSingle))
+  results.off = await timed("group commit OFF", () => singleEventPhase("off", false, false))
+
+  const mainUrl = await freshDatabase("main")
+  const agg = await start({ name: "main", databaseUrl: mainUrl, env: { GROUP_COMMIT: "true" }, profile: profileBatch })
+
+  say(`batch: ${fmt(cfg.batchRequests)} requests × ${fmt(cfg.batchSize)} events, ${cfg.batchConnections} connections`)
+  await timed(`batch ${fmt(cfg.batchRequests * cfg.batchSize)} events`, async () => {
+    const idleRssKb = rssKb(agg.pid)
+    const rss = sampleRss(agg.pid, 100)
+    const { result, cpu, window } = await measureCpu(agg.pid, () =>
+      batch({ url: agg.url, topic: "batch", connections: cfg.batchConnections, amount: cfg.batchRequests, batchSize: cfg.batchSize })
+    )
+    const mem = rss.stop()
+    const verify = result.verify(await countTopic(mainUrl, "batch"))
+    const totals = await totalsCheck(mainUrl)
+    checks.push(verify.ok, totals.ok)
+    results.batch = { ...result, cpu, verify, totals, window }
+    results.rss = { ...mem, idleRssKb }
+    say(`  ${fmt(result.eventsPerSec)} events/s; ${verify.text}; peak RSS ${fmt(mib(mem.hwmKb))} MiB`)
+  })
+
+  say(`GET /: ${cfg.duration} s, ${cfg.connections} connections`)
+  await timed("GET /", async () => {
+    const { result, cpu, window } = await measureCpu(agg.pid, () =>
+      getLoad({ url: agg.url, path: "/", connections: cfg.connections, duration: cfg.duration })
+    )
+    results.root = { ...result, cpu, window }
+    say(`  ${fmt(result.perSec)} req/s, p99 ${ms(result.p99)}`)
+  })
+
+  say(`SQL ceiling: INSERT … generate_series(1, ${fmt(cfg.ceilingRows)})`)
+  await timed("SQL ceiling", () =>
+    withClient(mainUrl, async (c) => {
+      const { result, cpu, wall } = await measureCpu(undefined, () => c.query(generatedInsert("'ceiling'"), ["c", 1, cfg.ceilingRows]))
+      await c.query("UPDATE event_totals SET total = total + $1 WHERE shard = 0", [result.rowCount])
+      const ok = result.rowCount === cfg.ceilingRows
+      checks.push(ok)
+      results.ceiling = {
+        rows: result.rowCount,
+        seconds: wall,
+        perSec: result.rowCount / wall,
+        cpu,
+        text: `${fmt(result.rowCount)} rows inserted in ${wall.toFixed(2)} s ${ok ? "✓" : "✗"}`
+      }
+      say(`  ${fmt(results.ceiling.perSec)} rows/s`)
+    })
+  )
+
+  await timed("seeding", async () => {
+    const have = (await totalsCheck(mainUrl)).rows
+    const need = Math.max(0, cfg.statsRows - have)
+    results.statsRows = have + need
+    say(`seeding ${fmt(need)} rows server-side (${fmt(cfg.seedChunk)} a statement, ${cfg.seedConcurrency} at a time)`)
+    const chunks = []
+    for (let from = 1; from <= need; from += cfg.seedChunk) chunks.push([from, Math.min(need, from + cfg.seedChunk - 1)])
+    const t0 = Date.now()
+    let done = 0
+    await Promise.all(Array.from({ length: cfg.seedConcurrency }, () =>
+      withClient(mainUrl, async (c) => {
+        await c.query("SET synchronous_commit = off")
+        for (let chunk = chunks.shift(); chunk; chunk = chunks.shift()) {
+          await c.query("BEGIN")
+          const r = await c.query(generatedInsert("'seed-' || (g % 16)"), ["s", chunk[0], chunk[1]])
+          await c.query("UPDATE event_totals SET total = total + $1 WHERE shard = 0", [r.rowCount])
+          await c.query("COMMIT")
+          done += r.rowCount
+          say(`  seeded ${fmt(done)} / ${fmt(need)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
+        }
+      })
+    ))
+    results.seedSeconds = (Date.now() - t0) / 1000
+    const totals = await totalsCheck(mainUrl)
+    checks.push(totals.ok && totals.rows === results.statsRows)
+    results.seedTotals = totals
+  })
+
+  await timed("GET /stats", async () => {
+    const t0 = process.hrtime.bigint()
+    await withClient(mainUrl, (c) => c.query("SELECT count(*) FROM events"))
+    results.countMs = Number(process.hrtime.bigint() - t0) / 1e6
+    await getLoad({ url: agg.url, path: "/stats", connections: 1, duration: 1 }) // warm-up
+    results.stats = []
+    for (const connections of cfg.statsConnections) {
+      say(`GET /stats at ${fmt(results.seedTotals.rows)} rows: ${cfg.statsDuration} s, ${connections} connection(s)`)
+      const { result, cpu, window } = await measureCpu(agg.pid, () =>
+        getLoad({ url: agg.url, path: "/stats", connections, duration: cfg.statsDuration, check: true })
+      )
+      let reported
+      try {
+        reported = JSON.parse(result.firstBody).database_total_rows
+      } catch {
+        reported = undefined
+      }
+      const ok = reported === results.seedTotals.rows && results.seedTotals.ok
+      checks.push(ok)
+      results.stats.push({
+        ...result,
+        connections,
+        cpu,
+        window,
+        text: `database_total_rows ${fmt(reported)} ${ok ? "=" : "≠"} count(*) ${fmt(results.seedTotals.rows)} ${ok ? "✓" : "✗"}` +
+          ` (SELECT count(*) itself takes ${fmt(results.countMs)} ms)`
+      })
+      say(`  p99 ${ms(result.p99)}; ${results.stats.at(-1).text}`)
+    }
+  })
+  await stop(agg)
+
+  const totalSeconds = (Date.now() - began) / 1000
+  const { table, verdicts } = buildTable()
+  const command = env.npm_lifecycle_event === "bench"
+    ? `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`
+    : `node ${process.argv.slice(1).map((a) => a.replace(process.cwd() + "/", "")).join(" ")}`
+  const overrides = settingOverrides()
+  const benchVars = Object.keys(env).filter((k) => k.startsWith("BENCH_") && k !== "BENCH_OUT_DIR").map((k) => `${k}=${env[k]}`)
+  const header = [
+    `- date: ${new Date().toISOString()}`,
+    `- machine: ${os.availableParallelism()} cores (${os.cpus()[0]?.model.trim() ?? "?"}), ${fmt(os.totalmem() / 2 ** 30, 1)} GiB memory, ` +
+      `load average at start ${loadAtStart}; node ${process.version}; PostgreSQL ${pgVersion}`,
+    `- command: \`${command}\`${quick ? ` (quick: /stats measured at ${fmt(cfg.statsRows)} rows, not 10M)` : ""}`,
+    `- aggregator: \`node dist/aggregator\`, settings at their defaults${overrides.length ? ` except ${overrides.join(", ")}` : ""}` +
+      (benchVars.length ? `; bench variables ${benchVars.join(", ")}` : "") +
+      (profileMode ? `; profiled with --cpu-prof (${profileMode}), so its numbers carry profiler overhead` : ""),
+    `- CPU column: share of one core used during the phase by the aggregator / PostgreSQL (all backends) / the ` +
+      `bench process (autocannon) / the whole machine (${os.availableParallelism()} cores = ${os.availableParallelism() * 100}%)`,
+    `- time: ${timings.join(", ")}; total ${totalSeconds.toFixed(0)} s`
+  ].join("\n")
+  const section = `${header}\n\n${table}\n`
+  console.log(`\n${section}`)
+  if (env.BENCH_NO_WRITE !== "1") writeLatestRun("BENCHMARKS.md", section)
+
+  const profiles = [
+    ["single-event, group commit ON, measured phase only", results.on.profileFile, results.on.window, "single"],
+    ["POST /publish/batch phase only", agg.profileFile, results.batch.window, "batch"],
+    ["GET / phase only", agg.profileFile, results.root.window, "root"],
+    [`GET /stats phase only, ${results.stats[0].connections} conn`, agg.profileFile, results.stats[0].window, "stats"]
+  ]
+  for (const [label, file, window, part] of profiles) {
+    if (!file) continue
+    if (!existsSync(file)) {
+      say(`no profile at ${file}`)
+      continue
+    }
+    const summary = summarizeFile(file, 20, window)
+    writeFileSync(file.replace(/\.cpuprofile$/, `.${part}.txt`), summary)
+    console.log(`\nCPU profile of the aggregator, ${label} (${file}; node bench/profile-summary.mjs ${file} --window ${window.from} ${window.to}):\n${summary}`)
+  }
+  return { verdicts, broken: checks.some((ok) => !ok) }
+}
+
+const buildTable = () => {
+  const { on, off, batch: b, root, ceiling, stats, rss, bare } = results
+  const nonOk = (r) => (r.non2xx ? `${fmt(r.non2xx)} (${describeCodes(r.codes)})` : "0") +
+    (r.errors ? `; ${fmt(r.errors)} errors${r.timeouts ? `, ${r.timeouts} timeouts` : ""}` : "")
+  const single = (r, label) => [
+    `POST /publish single-event, group commit ${label} (${cfg.connections} conn, ${cfg.duration} s, ${pct(cfg.dupShare)} re-sends)`,
+    `${fmt(r.eventsPerSec)} events/s`,
+    ms(r.p50),
+    ms(r.p99),
+    nonOk(r),
+    cpuText(r.cpu),
+    `${r.verify.text}; ${r.totals.text}`
+  ]
+  const verdict = (pass, ratio) => `${pass ? "PASS" : "MISS"} (${ratio})`
+  const rssMiB = mib(Math.max(rss.hwmKb, rss.maxRssKb))
+  const statsLabel = `${fmt(results.statsRows)} rows${quick ? ", quick" : ""}`
+  const targets = [
+    ["single-event group commit ON ≥ 3× OFF", on.eventsPerSec >= 3 * off.eventsPerSec, `${(on.eventsPerSec / off.eventsPerSec).toFixed(2)}×`],
+    ["single-event group commit ON ≥ 80% of GET / req/s", on.eventsPerSec >= 0.8 * root.perSec, pct(on.eventsPerSec / root.perSec)],
+    ["batch ingest ≥ 60% of the SQL ceiling", b.eventsPerSec >= 0.6 * ceiling.perSec, pct(b.eventsPerSec / ceiling.perSec)],
+    [
+      `GET /stats p99 ≤ 10 ms at 10M rows, ${stats[0].connections} conn${results.statsRows >= 10_000_000 ? "" : ` (NOT MET AS STATED: measured at ${statsLabel})`}`,
+      stats[0].p99 <= 10,
+      `${ms(stats[0].p99)}, ${pct(stats[0].p99 / 10)} of budget`
+    ],
+    [`aggregator RSS ≤ 256 MiB through 1M events${cfg.batchRequests * cfg.batchSize === 1_000_000 ? "" : ` (NOT MET AS STATED: ${fmt(cfg.batchRequests * cfg.batchSize)} events)`}`, rssMiB <= 256, `${fmt(rssMiB)} MiB, ${pct(rssMiB / 256)} of budget`]
+  ]
+  const rows = [
+    single(on, "ON"),
+    single(off, "OFF"),
+    [
+      `POST /publish/batch, ${fmt(cfg.batchSize)} events a request (${cfg.batchConnections} conn, ${fmt(cfg.batchRequests)} requests)`,
+      `${fmt(b.eventsPerSec)} events/s`,
+      ms(b.p50),
+      ms(b.p99),
+      nonOk(b),
+      cpuText(b.cpu),
+      `${b.verify.text}; ${b.totals.text}`
+    ],
+    [`GET / — HTTP ceiling, no database (${cfg.connections} conn, ${cfg.duration} s)`, `${fmt(root.perSec)} req/s`, ms(root.p50), ms(root.p99), nonOk(root), cpuText(root.cpu), ""],
+    [
+      `calibration: a bare node:http server's GET / (${cfg.connections} conn, ${cfg.bareDuration} s)`,
+      `${fmt(bare.perSec)} req/s`,
+      ms(bare.p50),
+      ms(bare.p99),
+      nonOk(bare),
+      cpuText(bare.cpu),
+      `the aggregator's GET / is ${pct(root.perSec / bare.perSec)} of it`
+    ],
+    [
+      `SQL ceiling: one INSERT … SELECT generate_series(1, ${fmt(cfg.ceilingRows)}) ON CONFLICT DO NOTHING`,
+      `${fmt(ceiling.perSec)} rows/s`,
+      "—",
+      "—",
+      "—",
+      cpuText(ceiling.cpu),
+      ceiling.text
+    ],
+    ...stats.map((st) => [
+      `GET /stats at ${statsLabel} (${st.connections} conn, ${cfg.statsDuration} s; seeded server-side in ${results.seedSeconds.toFixed(0)} s)`,
+      `${fmt(st.perSec)} req/s`,
+      ms(st.p50),
+      ms(st.p99),
+      nonOk(st),
+      cpuText(st.cpu),
+      st.text
+    ]),
+    [
+      `aggregator peak RSS through the ${fmt(cfg.batchRequests * cfg.batchSize)}-event batch run`,
+      `${fmt(rssMiB)} MiB`,
+      "—",
+      "—",
+      "—",
+      "—",
+      `VmHWM ${fmt(mib(rss.hwmKb))} MiB; ${fmt(mib(rss.idleRssKb))} MiB before the run; largest VmRSS sample ${fmt(mib(rss.maxRssKb))} MiB (${rss.samples} samples, every 100 ms)`
+    ],
+    ...targets.map(([what, pass, ratio]) => [`target: ${what}`, verdict(pass, ratio), "", "", "", "", ""])
+  ]
+  const table = markdownTable(
+    ["measurement", "result", "p50", "p99", "non-2xx", "CPU agg / pg / bench / machine", "check"],
+    rows
+  )
+  return { table, verdicts: targets }
+}
+
+const cleanup = async () => {
+  for (const agg of running) await agg.stop().catch(() => {})
+  running.clear()
+  await dropDatabases()
+}
+
+process.once("SIGINT", () => {
+  say("interrupted: stopping the aggregator and dropping the bench databases")
+  cleanup().finally(() => process.exit(130))
+})
+
+main()
+  .then(async ({ broken }) => {
+    await cleanup()
+    if (broken) {
+      say("a correctness check failed (✗ above): the numbers are not trustworthy")
+      process.exitCode = 1
+    }
+  })
+  .catch(async (e) => {
+    console.error(e)
+    await cleanup()
+    process.exitCode = 1
+  })
