@@ -1,5 +1,5 @@
-import type { HttpServerRequest } from "@effect/platform"
-import { NodeHttpServerRequest } from "@effect/platform-node"
+import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Effect } from "effect"
 import type { Readable } from "node:stream"
 import * as Zlib from "node:zlib"
@@ -61,8 +61,9 @@ export const readBody = (request: HttpServerRequest.HttpServerRequest, maxBytes:
     if (contentType !== undefined) incoming.headers["content-type"] = "application/json"
     const encoding = (request.headers["content-encoding"] ?? "identity").trim().toLowerCase()
     const declared = Number(request.headers["content-length"] ?? "NaN")
-    const tooLarge = new PayloadTooLarge({ message: `request body must be at most ${maxBytes} bytes`, limit: maxBytes })
-    if (declared > maxBytes && (encoding === "identity" || encoding === "")) return yield* tooLarge
+    // Built only when needed: an error's constructor captures a stack, which costs on every request.
+    const tooLarge = () => new PayloadTooLarge({ message: `request body must be at most ${maxBytes} bytes`, limit: maxBytes })
+    if (declared > maxBytes && (encoding === "identity" || encoding === "")) return yield* tooLarge()
 
     let source: Readable = incoming
     if (encoding === "gzip" || encoding === "x-gzip" || encoding === "deflate") {
@@ -79,7 +80,7 @@ export const readBody = (request: HttpServerRequest.HttpServerRequest, maxBytes:
     const bytes = yield* readLimited(source, maxBytes).pipe(
       Effect.mapError((e) => bodyError(source === incoming ? `could not read the body: ${e.message}` : `body is not valid ${encoding} data`))
     )
-    if (bytes === "too_large") return yield* tooLarge
+    if (bytes === "too_large") return yield* tooLarge()
     try {
       return new TextDecoder("utf-8", { fatal: true }).decode(bytes)
     } catch {

@@ -10,7 +10,12 @@ export interface NewEvent {
   readonly timestamp: string
   readonly source: string | null
   readonly payload: string | null
+  /** The payload as parsed from the request, when the caller has it (saves parsing `payload` again). */
+  readonly payloadValue?: unknown
 }
+
+const payloadValue = (e: NewEvent): unknown =>
+  e.payloadValue !== undefined ? e.payloadValue : e.payload === null ? null : JSON.parse(e.payload)
 
 export const eventKey = (topic: string, eventId: string): string => `${topic}\u0000${eventId}`
 
@@ -28,6 +33,8 @@ interface Row {
   readonly payload: unknown
   readonly received_at: string
 }
+
+type InsertedRow = Omit<Row, "payload">
 
 const toStored = (r: Row): StoredEvent => ({ ...r, seq: Number(r.seq) })
 
@@ -60,7 +67,7 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
           unique.sort(byKey)
           const shard = nextShard
           nextShard = (nextShard + 1) % TOTAL_SHARDS
-          const inserted = yield* sql.withTransaction(sql<Row>`
+          const inserted = yield* sql.withTransaction(sql<InsertedRow>`
             WITH ins AS (
               INSERT INTO events (topic, event_id, "timestamp", source, payload)
               SELECT u.topic, u.event_id, u.ts::timestamptz, u.source, u.payload::jsonb
@@ -73,16 +80,18 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
               ) WITH ORDINALITY AS u(topic, event_id, ts, source, payload, ord)
               ORDER BY u.ord
               ON CONFLICT (topic, event_id) DO NOTHING
-              RETURNING seq, topic, event_id, "timestamp", source, payload, received_at
+              RETURNING seq, topic, event_id, "timestamp", source, received_at
             ), bump AS (
               UPDATE event_totals SET total = total + (SELECT count(*) FROM ins)
               WHERE shard = ${shard} AND EXISTS (SELECT 1 FROM ins)
             )
-            SELECT seq, topic, event_id, ${sql.literal(utcText(`"timestamp"`))} AS "timestamp", source, payload,
+            SELECT seq, topic, event_id, ${sql.literal(utcText(`"timestamp"`))} AS "timestamp", source,
                    ${sql.literal(utcText("received_at"))} AS received_at
             FROM ins ORDER BY seq`)
-          onCommitted?.(inserted.map(toStored))
-          const stored = new Set(inserted.map((r) => firstIndex.get(eventKey(r.topic, r.event_id))))
+          const storedAt = inserted.map((r) => firstIndex.get(eventKey(r.topic, r.event_id))!)
+          // The payload is not read back from the database: the caller's copy is the one that was stored.
+          onCommitted?.(inserted.map((r, i) => toStored({ ...r, payload: payloadValue(events[storedAt[i]]) })))
+          const stored = new Set(storedAt)
           return events.map((_, i) => stored.has(i))
         })
       ).pipe(Effect.withSpan("EventStore.insertMany", { attributes: { events: events.length } }))

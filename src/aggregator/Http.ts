@@ -1,11 +1,9 @@
-import {
-  HttpApi,
-  HttpApiBuilder,
-  HttpApiError,
-  HttpServerError,
-  HttpServerRequest,
-  HttpServerResponse
-} from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpApiError from "@effect/platform/HttpApiError"
+import * as HttpServerError from "@effect/platform/HttpServerError"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Cause, Chunk, Duration, Effect, Either, Option, Schedule, Schema, Stream } from "effect"
 import { AggregatorApi, DEFAULT_LIST_LIMIT } from "../domain/Api.js"
 import {

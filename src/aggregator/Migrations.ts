@@ -1,4 +1,4 @@
-import { Migrator } from "@effect/sql"
+import * as Migrator from "@effect/sql/Migrator"
 import CreateEvents from "./migrations/0001_create_events.js"
 
 /** Numbered, append-only; run before the aggregator serves. Bundled as a record so `dist/` and vitest agree. */

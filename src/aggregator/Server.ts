@@ -1,5 +1,9 @@
-import { HttpApiBuilder, HttpApiSwagger, HttpRouter, HttpServer } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpApiSwagger from "@effect/platform/HttpApiSwagger"
+import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
 import { AggregatorApi } from "../domain/Api.js"
@@ -49,7 +53,10 @@ export const AggregatorLive = DrainOnShutdownLive.pipe(
       Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
       Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
       Layer.provide(ApiLive),
-      HttpServer.withLogAddress
+      HttpServer.withLogAddress,
+      // No span exporter is configured, so per-request server spans are pure cost (URL parsing, header
+      // redaction, attributes) on the hot path.
+      HttpMiddleware.withTracerDisabledWhen(() => true)
     )
   ),
   Layer.provideMerge(NodeServerLive),

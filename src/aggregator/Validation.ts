@@ -26,7 +26,8 @@ export const toNewEvent = (input: EventInput, maxPayloadBytes: number): Either.E
     event_id: input.event_id,
     timestamp: ts.utcIso,
     source: input.source ?? null,
-    payload
+    payload,
+    payloadValue: input.payload ?? null
   })
 }
 

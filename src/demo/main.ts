@@ -1,4 +1,4 @@
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Config, Effect, Schedule } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as Path from "node:path"

@@ -1,5 +1,6 @@
-import { HttpClient, HttpClientError } from "@effect/platform"
-import { NodeHttpClient } from "@effect/platform-node"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientError from "@effect/platform/HttpClientError"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Effect, Option, ParseResult } from "effect"
 import { makeClient } from "../client/Client.js"
 import type { EventInput } from "../domain/Event.js"

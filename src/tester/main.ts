@@ -1,5 +1,6 @@
-import { Command } from "@effect/platform"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import * as Command from "@effect/platform/Command"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Exit, Option } from "effect"
 import { fileURLToPath } from "node:url"
 import { TesterConfig } from "./Config.js"
