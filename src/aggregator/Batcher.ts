@@ -1,4 +1,7 @@
-import { Deferred, Effect, Exit, Queue } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Queue from "effect/Queue"
 import { Overloaded, StorageUnavailable } from "../domain/Errors.js"
 import { AggregatorConfig } from "./Config.js"
 import type { StoredEvent } from "../domain/Event.js"

@@ -1,4 +1,5 @@
-import { Config, Effect } from "effect"
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
 
 const positiveInt = (name: string, fallback: number) =>
   Config.integer(name).pipe(

@@ -1,4 +1,4 @@
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { StoredEvent } from "../domain/Event.js"
 import { Database } from "./Database.js"
 import { TOTAL_SHARDS } from "./migrations/0001_create_events.js"

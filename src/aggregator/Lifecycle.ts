@@ -1,4 +1,8 @@
-import { Context, Deferred, Duration, Effect, Layer } from "effect"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import type * as Http from "node:http"
 import { AggregatorConfig } from "./Config.js"
 

@@ -1,5 +1,9 @@
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Config, Effect, Layer, Logger, LogLevel } from "effect"
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import { AggregatorLive } from "./Server.js"
 
 const LoggingLive = Layer.unwrapEffect(

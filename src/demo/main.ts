@@ -1,5 +1,7 @@
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Config, Effect, Schedule } from "effect"
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -19,7 +21,7 @@ const exited = (child: ChildProcess) =>
 const program = Effect.gen(function*() {
   const port = yield* Config.integer("PORT").pipe(Config.withDefault(8080))
   const databaseUrl = yield* Config.option(Config.redacted("DATABASE_URL"))
-  const logLevel = yield* Config.string("LOG_LEVEL").pipe(Config.withDefault("Warning"))
+  const logLevel = yield* Config.string("LOG_LEVEL").pipe(Config.withDefault("Warn"))
   const url = `http://localhost:${port}`
 
   const aggregator = yield* Effect.acquireRelease(

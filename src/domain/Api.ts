@@ -3,7 +3,7 @@ import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
 import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
 import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as OpenApi from "@effect/platform/OpenApi"
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { NotFound, NotReady, Overloaded, PayloadTooLarge, StorageUnavailable, UnsupportedMediaType, ValidationFailed } from "./Errors.js"
 import {
   Alive,

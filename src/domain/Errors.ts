@@ -1,5 +1,5 @@
 import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { Issue } from "./Event.js"
 
 export class ValidationFailed extends Schema.TaggedError<ValidationFailed>()(

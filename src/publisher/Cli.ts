@@ -1,5 +1,10 @@
 import { Command, Options } from "@effect/cli"
-import { Config, Context, Duration, type Effect, Option, Schema } from "effect"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import type * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 
 export interface Settings {
   readonly url: string

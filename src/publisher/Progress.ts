@@ -1,4 +1,8 @@
-import { Clock, Duration, Effect, Fiber, Schedule } from "effect"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Schedule from "effect/Schedule"
 import type { Tally } from "./Tally.js"
 
 export interface ProgressState {

@@ -1,4 +1,7 @@
-import { Clock, Effect, Either, Random } from "effect"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Random from "effect/Random"
 import type { BatchResult } from "../domain/Event.js"
 import type { Aggregator } from "./Aggregator.js"
 import { type AttemptFailure, type BackoffPolicy, classify, describeFailure, parseRetryAfter, retryDelay } from "./Retry.js"

@@ -1,4 +1,6 @@
-import { Config, Effect, Option } from "effect"
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 
 const httpUrl = (s: string) => URL.canParse(s) && /^https?:$/.test(new URL(s).protocol)
 
