@@ -12,6 +12,7 @@ import { parse, parseDocument } from "yaml"
 import { AggregatorConfig } from "../src/aggregator/Config.js"
 import { makeCommand, type Settings } from "../src/publisher/Cli.js"
 import { spawnAggregator, waitFor } from "./support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { freshDatabase } from "./support/database.js"
 
 // The Docker Compose deployment, checked statically: there is no Docker engine on the build machines.
@@ -525,7 +526,7 @@ const runHealthcheck = (port: number) => {
   return new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
 }
 
-describe("the aggregator's healthcheck", () => {
+describe.skipIf(skipWithoutPostgres)(`the aggregator's healthcheck${withoutPostgresNote}`, () => {
   let db: Awaited<ReturnType<typeof freshDatabase>>
   beforeAll(async () => {
     db = await freshDatabase("compose")

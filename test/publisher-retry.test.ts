@@ -1,4 +1,5 @@
 import { it } from "@effect/vitest"
+import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { Arbitrary, Effect, FastCheck as fc, Schema } from "effect"
 import { spawn } from "node:child_process"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
@@ -143,7 +144,7 @@ const fake = async (options: FakeOptions) => {
   return f
 }
 
-it.live("an aggregator that is not up yet: the publisher waits for /ready, then delivers everything", () =>
+it.live.skipIf(skipWithoutPostgres)(`an aggregator that is not up yet: the publisher waits for /ready, then delivers everything${withoutPostgresNote}`, () =>
   Effect.gen(function*() {
     const db = yield* Effect.promise(() => freshDatabase("pub"))
     cleanup.push(db.drop)

@@ -1,4 +1,5 @@
 import { describe, expect, it, layer } from "@effect/vitest"
+import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { Effect, FastCheck as fc, Schema } from "effect"
 import { EventInput } from "../src/domain/Event.js"
 import { spawn } from "node:child_process"
@@ -258,6 +259,7 @@ const distinctRows = (databaseUrl: string, runId: string) =>
     query<{ n: number }>(databaseUrl, "SELECT count(*)::int AS n FROM events WHERE event_id LIKE $1", [`${runId}-%`])
   ).pipe(Effect.map((rows) => rows[0].n))
 
+describe.skipIf(skipWithoutPostgres)(`publisher against a live aggregator${withoutPostgresNote}`, () =>
 layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("publisher against a live aggregator", (it) => {
   it.effect("single mode, 2,000 events, 30% duplicates: verified, one row per distinct key; the same seed again is all duplicates", () =>
     Effect.gen(function*() {
@@ -328,4 +330,4 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
       expect(help.stdout).toContain("--batch-size")
       expect(help.stdout).toContain("AGGREGATOR_URL")
     }))
-})
+}))

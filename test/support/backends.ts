@@ -51,3 +51,7 @@ export const skipWithoutRedis = !inCI && !redisReachable
 export const withoutRedisNote = skipWithoutRedis
   ? ` [SKIPPED: no Redis server at ${new URL(redisUrl).host}; set TEST_REDIS_URL or start one — CI never skips]`
   : ""
+
+// Said once per test file, so a skipped group is never silent.
+if (skipWithoutPostgres) console.warn(`[tests]${withoutPostgresNote}`)
+if (skipWithoutRedis) console.warn(`[tests]${withoutRedisNote}`)
