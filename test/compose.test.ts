@@ -4,13 +4,13 @@ import { Config, ConfigProvider, Effect, LogLevel, Option, Redacted } from "effe
 import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
-import * as net from "node:net"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { parse, parseDocument } from "yaml"
 import { AggregatorConfig } from "../src/aggregator/Config.js"
 import { makeCommand, type Settings } from "../src/publisher/Cli.js"
+import { freePort } from "./support/live.js"
 import { spawnAggregator, waitFor } from "./support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { freshDatabase } from "./support/database.js"
@@ -510,15 +510,6 @@ describe("Dockerfile", () => {
 // ---------------------------------------------------------------------------------------------
 // The aggregator's healthcheck command, run as Docker would run it, against real aggregators.
 
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = net.createServer()
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-    s.on("error", reject)
-  })
 
 const runHealthcheck = (port: number) => {
   const [, , ...args] = healthcheckOf("aggregator")

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as net from "node:net"
 import { postJson, spawnAggregator, waitFor } from "./support/aggregator.js"
+import { freePort } from "./support/live.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { freshDatabase, query } from "./support/database.js"
 
@@ -10,15 +11,6 @@ const event = (topic: string, event_id: string) => ({ topic, event_id, timestamp
 
 let db: Awaited<ReturnType<typeof freshDatabase>>
 
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = net.createServer()
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-    s.on("error", reject)
-  })
 
 /** A TCP proxy to the local PostgreSQL: lets a test make the database reachable later. */
 const startProxy = (port: number) =>

@@ -1,7 +1,7 @@
 import { it } from "@effect/vitest"
+import { runPublisher } from "./support/publisher.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { Arbitrary, Effect, FastCheck as fc, Schema } from "effect"
-import { spawn } from "node:child_process"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import { afterAll, expect } from "vitest"
@@ -10,21 +10,6 @@ import { spawnAggregator, type Spawned } from "./support/aggregator.js"
 import { freshDatabase, query } from "./support/database.js"
 
 // vitest itself sets MODE=test; the publisher must see only the flags each test passes
-const publisherEnv = [
-  "AGGREGATOR_URL", "EVENTS", "DUPLICATES", "TOPICS", "MODE", "BATCH_SIZE", "CONCURRENCY", "RATE", "SEED", "VERIFY",
-  "JSON_SUMMARY", "REQUEST_TIMEOUT", "READY_TIMEOUT", "MAX_RETRIES", "SPOT_CHECK", "PROGRESS_INTERVAL"
-]
-const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !publisherEnv.includes(k)))
-
-const runPublisher = (args: ReadonlyArray<string>) =>
-  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, ["dist/publisher", ...args], { env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] })
-    let stdout = "", stderr = ""
-    child.stdout.on("data", (d) => (stdout += d))
-    child.stderr.on("data", (d) => (stderr += d))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
 
 interface FakeOptions {
   /** Store what it acknowledges (false: answer 201 and forget, so /stats rows never move). */

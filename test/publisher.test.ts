@@ -1,8 +1,8 @@
 import { describe, expect, it, layer } from "@effect/vitest"
+import { runPublisher } from "./support/publisher.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { Effect, FastCheck as fc, Schema } from "effect"
 import { EventInput } from "../src/domain/Event.js"
-import { spawn } from "node:child_process"
 import { progressBar, progressLine } from "../src/publisher/Progress.js"
 import { classify, parseRetryAfter, retryDelay, defaultBackoff, type AttemptFailure } from "../src/publisher/Retry.js"
 import { type Counts, type Observation, percentile, sameJson, verify } from "../src/publisher/Summary.js"
@@ -11,21 +11,6 @@ import { aggregatorLayer, TestAggregator } from "./support/aggregator.js"
 import { query } from "./support/database.js"
 
 // vitest itself sets MODE=test; the publisher must see only the flags each test passes
-const publisherEnv = [
-  "AGGREGATOR_URL", "EVENTS", "DUPLICATES", "TOPICS", "MODE", "BATCH_SIZE", "CONCURRENCY", "RATE", "SEED", "VERIFY",
-  "JSON_SUMMARY", "REQUEST_TIMEOUT", "READY_TIMEOUT", "MAX_RETRIES", "SPOT_CHECK", "PROGRESS_INTERVAL"
-]
-const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !publisherEnv.includes(k)))
-
-const runPublisher = (args: ReadonlyArray<string>) =>
-  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, ["dist/publisher", ...args], { env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] })
-    let stdout = "", stderr = ""
-    child.stdout.on("data", (d) => (stdout += d))
-    child.stderr.on("data", (d) => (stderr += d))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
 
 const workloadOptions = fc.record({
   seed: fc.integer({ min: 0, max: 2 ** 47 }),
