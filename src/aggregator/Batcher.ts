@@ -1,3 +1,4 @@
+import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -85,7 +86,11 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
             )
           }
           const failure = new StorageUnavailable({ message: "the write did not commit; retry later" })
-          return Effect.forEach(batch, (p) => Deferred.fail(p.done, failure), { discard: true })
+          // A storage error was logged where it happened; anything else is a bug and must be seen.
+          const logged = Cause.isFailType(exit.cause) && exit.cause.error._tag === "StorageUnavailable"
+          return Effect.forEach(batch, (p) => Deferred.fail(p.done, failure), { discard: true }).pipe(
+            Effect.zipRight(logged ? Effect.void : Effect.logError("flush failed", exit.cause))
+          )
         }),
         Effect.ensuring(Effect.sync(() => {
           pending -= events.length
