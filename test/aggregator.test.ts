@@ -136,7 +136,8 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
         expect(json.error).toBe("validation_failed")
         expect(json.issues.map((i: any) => i.path).sort()).toEqual([...paths].sort())
       }
-      for (const raw of ["not json", "", "{\"topic\":", "\"just a string\""]) {
+      const duplicated = `{"topic":"${topic}","event_id":"d1","event_id":"d2","timestamp":"2025-01-01T00:00:00Z"}`
+      for (const raw of ["not json", "", "{\"topic\":", "\"just a string\"", duplicated]) {
         const res = yield* promise(() => postJson(`${url}/publish`, raw))
         expect(res.status, raw).toBe(422)
         expect(((yield* promise(() => res.json())) as any).error).toBe("validation_failed")

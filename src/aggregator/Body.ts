@@ -4,6 +4,7 @@ import * as Effect from "effect/Effect"
 import type { Readable } from "node:stream"
 import * as Zlib from "node:zlib"
 import { PayloadTooLarge, UnsupportedMediaType, ValidationFailed } from "../domain/Errors.js"
+import { duplicateKey } from "./JsonKeys.js"
 
 const jsonType = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i
 
@@ -81,11 +82,15 @@ export const readBody = (request: HttpServerRequest.HttpServerRequest, maxBytes:
       Effect.mapError((e) => bodyError(source === incoming ? `could not read the body: ${e.message}` : `body is not valid ${encoding} data`))
     )
     if (bytes === "too_large") return yield* tooLarge()
+    let text: string
     try {
-      return new TextDecoder("utf-8", { fatal: true }).decode(bytes)
+      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes)
     } catch {
       return yield* bodyError("body is not valid UTF-8")
     }
+    const duplicate = duplicateKey(text)
+    if (duplicate !== undefined) return yield* bodyError(`key ${JSON.stringify(duplicate)} appears twice in one object`)
+    return text
   }).pipe(Effect.scoped)
 
 /** Makes the framework read `text` as this request's body. Relies on the pinned platform-node's cached text field. */

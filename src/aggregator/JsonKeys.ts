@@ -1,0 +1,51 @@
+/**
+ * The first key that appears twice in one JSON object of `text`, or undefined. `JSON.parse` silently keeps the
+ * last of duplicate keys, so `{"event_id":"a","event_id":"b"}` would be stored as one thing while a reader of the
+ * raw request sees another; such bodies are refused instead. A single linear scan; text that is not JSON ends it
+ * early without a finding (the parser then rejects it).
+ */
+export const duplicateKey = (text: string): string | undefined => {
+  // One entry per open container: a Set of its keys for an object, null for an array.
+  const stack: Array<Set<string> | null> = []
+  let expectKey = false
+  const n = text.length
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 0x22 /* " */) {
+      const start = i
+      for (i++; i < n; i++) {
+        const d = text.charCodeAt(i)
+        if (d === 0x5c /* \ */) i++
+        else if (d === 0x22) break
+      }
+      if (i >= n) return undefined
+      const top = stack.length > 0 ? stack[stack.length - 1] : null
+      if (expectKey && top !== null) {
+        const raw = text.slice(start, i + 1)
+        let key: string
+        try {
+          key = raw.indexOf("\\") === -1 ? raw.slice(1, -1) : JSON.parse(raw)
+        } catch {
+          return undefined
+        }
+        if (top.has(key)) return key
+        top.add(key)
+        expectKey = false
+      }
+    } else if (c === 0x7b /* { */) {
+      stack.push(new Set())
+      expectKey = true
+    } else if (c === 0x5b /* [ */) {
+      stack.push(null)
+      expectKey = false
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      stack.pop()
+      expectKey = false
+    } else if (c === 0x2c /* , */) {
+      expectKey = stack.length > 0 && stack[stack.length - 1] !== null
+    } else if (c === 0x3a /* : */) {
+      expectKey = false
+    }
+  }
+  return undefined
+}
