@@ -211,7 +211,7 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
       const { url } = yield* TestAggregator
       const spec: any = yield* promise(() => fetch(`${url}/openapi.json`).then((r) => r.json()))
       const publish = spec.paths["/publish"].post.responses
-      expect(Object.keys(publish).sort()).toEqual(["200", "201", "413", "415", "422", "429", "503"])
+      expect(Object.keys(publish).sort()).toEqual(["200", "201", "401", "413", "415", "422", "429", "503"])
       for (const ops of Object.values(spec.paths) as Array<any>) {
         for (const op of Object.values(ops) as Array<any>) expect(op.responses["400"]).toBeUndefined()
       }

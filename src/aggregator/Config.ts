@@ -1,5 +1,6 @@
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
 
 const positiveInt = (name: string, fallback: number) =>
   Config.integer(name).pipe(
@@ -18,6 +19,16 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       ),
       host: yield* Config.string("HOST").pipe(Config.withDefault("0.0.0.0")),
       databaseUrl: yield* Config.option(Config.redacted("DATABASE_URL")),
+      // comma-separated; when it holds any key, the publish routes need `Authorization: Bearer <key>`
+      apiKeys: yield* Config.redacted("API_KEYS").pipe(
+        Config.map((keys) => Redacted.value(keys).split(",").map((k) => k.trim()).filter((k) => k !== "")),
+        Config.validate({
+          message: "API_KEYS must be comma-separated keys without whitespace inside a key",
+          validation: (keys) => keys.every((k) => /^\S+$/.test(k))
+        }),
+        Config.map((keys) => keys.map((k) => Redacted.make(k))),
+        Config.withDefault<ReadonlyArray<Redacted.Redacted<string>>>([])
+      ),
       // the embedded PostgreSQL (PGlite) keeps its files here when DATABASE_URL is unset; "memory://" keeps none
       dataDir: yield* Config.string("DATA_DIR").pipe(Config.withDefault("./data")),
       dbPoolSize: yield* positiveInt("DB_POOL_SIZE", 10),

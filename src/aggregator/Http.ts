@@ -10,15 +10,18 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
+import { createHash, timingSafeEqual } from "node:crypto"
 import { AggregatorApi, DEFAULT_LIST_LIMIT } from "../domain/Api.js"
 import {
   NotFound,
   Overloaded,
   PayloadTooLarge,
   StorageUnavailable,
+  Unauthorized,
   UnsupportedMediaType,
   ValidationFailed
 } from "../domain/Errors.js"
@@ -200,6 +203,29 @@ const encodeOverloaded = Schema.encodeSync(Overloaded)
 const encodeNotFound = Schema.encodeSync(NotFound)
 const encodeTooLarge = Schema.encodeSync(PayloadTooLarge)
 const encodeUnsupported = Schema.encodeSync(UnsupportedMediaType)
+const encodeUnauthorized = Schema.encodeSync(Unauthorized)
+
+const sha256 = (text: string) => createHash("sha256").update(text).digest()
+
+/**
+ * Whether an `Authorization` header carries one of `keys` as a bearer token. Digests have equal lengths,
+ * so `timingSafeEqual` applies whatever the key lengths, and every key is compared: the time taken does
+ * not depend on which key matched or how much of one did.
+ */
+const bearerCheck = (keys: ReadonlyArray<Redacted.Redacted<string>>) => {
+  const digests = keys.map((key) => sha256(Redacted.value(key)))
+  return (authorization: string | undefined): "ok" | "missing" | "invalid" => {
+    if (authorization === undefined || authorization.trim() === "") return "missing"
+    const token = /^Bearer +(\S+) *$/i.exec(authorization)?.[1]
+    if (token === undefined) return "invalid"
+    const presented = sha256(token)
+    let ok = false
+    for (const digest of digests) ok = timingSafeEqual(digest, presented) || ok
+    return ok ? "ok" : "invalid"
+  }
+}
+
+const readOnly = new Set(["GET", "HEAD", "OPTIONS"])
 
 /**
  * Shapes every answer that does not come from a handler's success:
@@ -207,7 +233,10 @@ const encodeUnsupported = Schema.encodeSync(UnsupportedMediaType)
  *   failure with 400 and a non-JSON body with a defect);
  * - JSON 404s, and 405 with `Allow` for a known path under the wrong method;
  * - 503 and 429 with `Retry-After`;
- * - a JSON 500 for anything unexpected, logged, with no stack to the client.
+ * - a JSON 500 for anything unexpected, logged, with no stack to the client;
+ * - with API keys configured, 401 for a request that may carry a body (the publish routes; any method
+ *   but GET, HEAD and OPTIONS, so no path spelling gets around it) without a valid bearer key, decided
+ *   before the body is read. Such a request is not an event: it is neither stored nor counted.
  * A rejected `POST /publish` counts as one rejected event.
  */
 export const ApiMiddlewareLive = HttpApiBuilder.middleware(
@@ -218,6 +247,23 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
     const draining = yield* Draining
     const routes = routesOf(AggregatorApi)
     const retryAfter = { "retry-after": String(config.retryAfterSeconds) }
+    const authorize = config.apiKeys.length > 0 ? bearerCheck(config.apiKeys) : undefined
+    const unauthorized = (verdict: "missing" | "invalid") =>
+      json(
+        401,
+        encodeUnauthorized(
+          new Unauthorized({
+            message: verdict === "missing"
+              ? "this route needs an API key: send `Authorization: Bearer <key>`"
+              : "the Authorization header does not carry a valid API key as `Bearer <key>`"
+          })
+        ),
+        {
+          "www-authenticate": verdict === "missing" ? `Bearer realm="aggregator"` : `Bearer realm="aggregator", error="invalid_token"`,
+          // the body is left unread
+          connection: "close"
+        }
+      )
 
     const notRouted = (request: HttpServerRequest.HttpServerRequest) => {
       const path = request.url.split("?")[0]
@@ -267,6 +313,10 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
     return (app) =>
       Effect.gen(function*() {
         const request = yield* HttpServerRequest.HttpServerRequest
+        if (authorize !== undefined && !readOnly.has(request.method)) {
+          const verdict = authorize(request.headers["authorization"])
+          if (verdict !== "ok") return unauthorized(verdict)
+        }
         const countsAsEvent = request.method === "POST" && request.url.split("?")[0] === "/publish"
         if (request.method === "POST" || request.method === "PUT" || request.method === "PATCH") {
           const body = yield* Effect.either(readBody(request, config.maxBodyBytes))

@@ -4,7 +4,16 @@ import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
 import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as OpenApi from "@effect/platform/OpenApi"
 import * as Schema from "effect/Schema"
-import { NotFound, NotReady, Overloaded, PayloadTooLarge, StorageUnavailable, UnsupportedMediaType, ValidationFailed } from "./Errors.js"
+import {
+  NotFound,
+  NotReady,
+  Overloaded,
+  PayloadTooLarge,
+  StorageUnavailable,
+  Unauthorized,
+  UnsupportedMediaType,
+  ValidationFailed
+} from "./Errors.js"
 import {
   Alive,
   BatchInput,
@@ -36,7 +45,8 @@ export const StreamParams = Schema.Struct({
 }).annotations({ parseOptions: { errors: "all" } })
 
 // The framework lists its own 400 on every operation (this service answers validation failures with 422),
-// and API-level body errors (413, 415) on reads that take no body.
+// and API-level body errors (413, 415) on reads that take no body. Operations that can answer 401 get the
+// bearer security scheme.
 function withoutFramework400(spec: Record<string, any>): Record<string, any> {
   for (const operations of Object.values(spec.paths ?? {}) as Array<Record<string, any>>) {
     for (const [method, operation] of Object.entries(operations)) {
@@ -45,6 +55,18 @@ function withoutFramework400(spec: Record<string, any>): Record<string, any> {
       if (method === "get") {
         delete responses["413"]
         delete responses["415"]
+      }
+      if (responses["401"] !== undefined) operation.security = [{ apiKey: [] }]
+    }
+  }
+  spec.components = {
+    ...spec.components,
+    securitySchemes: {
+      ...spec.components?.securitySchemes,
+      apiKey: {
+        type: "http",
+        scheme: "bearer",
+        description: "One of the keys in the server's API_KEYS. Needed only when API_KEYS is set."
       }
     }
   }
@@ -63,6 +85,7 @@ export class EventsGroup extends HttpApiGroup.make("events")
       .setPayload(EventInput)
       .addSuccess(Processed, { status: 201 })
       .addSuccess(DroppedDuplicate, { status: 200 })
+      .addError(Unauthorized)
       .addError(Overloaded)
       .addError(StorageUnavailable)
   )
@@ -70,6 +93,7 @@ export class EventsGroup extends HttpApiGroup.make("events")
     HttpApiEndpoint.post("publishBatch", "/publish/batch")
       .setPayload(BatchInput)
       .addSuccess(BatchResult)
+      .addError(Unauthorized)
       .addError(Overloaded)
       .addError(StorageUnavailable)
   )

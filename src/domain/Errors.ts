@@ -22,6 +22,19 @@ export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()(
   HttpApiSchema.annotations({ status: 413, description: "Body bytes or batch size over the configured limit" })
 ) {}
 
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
+  "Unauthorized",
+  {
+    error: Schema.tag("unauthorized"),
+    message: Schema.String
+  },
+  HttpApiSchema.annotations({
+    status: 401,
+    description: "API keys are configured and the request carries no `Authorization: Bearer <key>` with one of " +
+      "them; nothing was read, stored or counted"
+  })
+) {}
+
 export class NotFound extends Schema.TaggedError<NotFound>()(
   "NotFound",
   {

@@ -1,5 +1,6 @@
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientError from "@effect/platform/HttpClientError"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -32,6 +33,7 @@ const declaredStatus: Record<string, number> = {
   ValidationFailed: 422,
   PayloadTooLarge: 413,
   UnsupportedMediaType: 415,
+  Unauthorized: 401,
   NotFound: 404,
   StorageUnavailable: 503,
   NotReady: 503
@@ -73,7 +75,11 @@ export class Aggregator extends Effect.Service<Aggregator>()("Publisher/Aggregat
   effect: Effect.gen(function*() {
     const settings = yield* PublisherSettings
     // no tracer is installed: trace headers on every request only cost CPU the load test needs
-    const http = (yield* HttpClient.HttpClient).pipe(keepRetryHeaders, HttpClient.withTracerPropagation(false))
+    const base = (yield* HttpClient.HttpClient).pipe(keepRetryHeaders, HttpClient.withTracerPropagation(false))
+    const http = Option.match(settings.apiKey, {
+      onNone: () => base,
+      onSome: (key) => HttpClient.mapRequest(base, HttpClientRequest.bearerToken(key))
+    })
     const client = yield* makeClient(settings.url).pipe(Effect.provideService(HttpClient.HttpClient, http))
 
     const attempt = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, AttemptFailure> =>

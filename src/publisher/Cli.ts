@@ -4,10 +4,12 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import type * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 
 export interface Settings {
   readonly url: string
+  readonly apiKey: Option.Option<Redacted.Redacted>
   readonly events: number
   readonly duplicates: number
   readonly topics: number
@@ -82,6 +84,14 @@ export const options = {
     ),
     Options.map((s) => s.replace(/\/+$/, "")),
     Options.withDescription("The aggregator's base URL. Env AGGREGATOR_URL; default http://localhost:8080.")
+  ),
+  apiKey: Options.redacted("api-key").pipe(
+    Options.optional,
+    Options.withFallbackConfig(Config.option(Config.redacted("API_KEY"))),
+    Options.withDescription(
+      "Sent as `Authorization: Bearer <key>` on every request, for an aggregator started with API_KEYS. " +
+        "Env API_KEY; default none."
+    )
   ),
   events: integer("events", "EVENTS", 20_000, 1, "Events to send, duplicates included."),
   duplicates: Options.float("duplicates").pipe(

@@ -4,6 +4,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import { fileURLToPath } from "node:url"
 import { TesterConfig } from "./Config.js"
 
@@ -12,14 +13,18 @@ const packageRoot = fileURLToPath(new URL("../..", import.meta.url))
 
 const runSuite = (extraArgs: ReadonlyArray<string>) =>
   Effect.gen(function*() {
-    const { aggregatorUrl } = yield* TesterConfig
+    const { aggregatorUrl, apiKey } = yield* TesterConfig
     yield* Option.match(aggregatorUrl, {
       onNone: () => Effect.logInfo("AGGREGATOR_URL is unset: each e2e file starts its own aggregator on a fresh database"),
       onSome: (url) => Effect.logInfo(`running the e2e suite against ${url}`)
     })
+    if (Option.isSome(apiKey)) yield* Effect.logInfo("API_KEY is set: publish requests carry it as a bearer key")
     const vitest = Command.make("npx", "--no", "--", "vitest", "run", "test/e2e", ...extraArgs).pipe(
       Command.workingDirectory(packageRoot),
-      Command.env(Option.match(aggregatorUrl, { onNone: () => ({}), onSome: (url) => ({ AGGREGATOR_URL: url }) })),
+      Command.env({
+        ...Option.match(aggregatorUrl, { onNone: () => ({}), onSome: (url) => ({ AGGREGATOR_URL: url }) }),
+        ...Option.match(apiKey, { onNone: () => ({}), onSome: (key) => ({ API_KEY: Redacted.value(key) }) })
+      }),
       Command.stdin("inherit"),
       Command.stdout("inherit"),
       Command.stderr("inherit")

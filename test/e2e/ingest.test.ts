@@ -1,6 +1,6 @@
 import { expect, layer } from "@effect/vitest"
 import { Effect, FastCheck as fc } from "effect"
-import { event, eventPath, get, post, TIMESTAMP, uniqueTopic } from "./support/http.js"
+import { authHeader, event, eventPath, get, post, TIMESTAMP, uniqueTopic } from "./support/http.js"
 import { E2e, E2eLive } from "./support/target.js"
 
 const isoMicros = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/
@@ -97,7 +97,7 @@ layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: inges
       const body = JSON.stringify(event(topic, "same", { payload: { race: true } }))
       const answers = yield* Effect.promise(() =>
         Promise.all(Array.from({ length: 100 }, () =>
-          fetch(`${url}/publish`, { method: "POST", headers: { "content-type": "application/json" }, body })
+          fetch(`${url}/publish`, { method: "POST", headers: { "content-type": "application/json", ...authHeader }, body })
             .then(async (r) => ({ status: r.status, json: (await r.json()) as any }))))
       )
       expect(answers.filter((a) => a.status === 201)).toHaveLength(1)

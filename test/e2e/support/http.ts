@@ -1,5 +1,5 @@
 import { Effect } from "effect"
-import { E2e } from "./target.js"
+import { apiKey, E2e } from "./target.js"
 
 export interface Answer {
   readonly status: number
@@ -20,12 +20,24 @@ const parse = (text: string): unknown => {
 /** A server that never answers fails the case here rather than at the test timeout. */
 const ANSWER_WITHIN_MS = 20_000
 
+/**
+ * With `API_KEY` set, every request but a read carries it as the bearer key (unless the case sets its own
+ * `authorization`); reads go without one, so they prove reads stay open.
+ */
+const withKey = (init: RequestInit): RequestInit => {
+  const method = (init.method ?? "GET").toUpperCase()
+  if (apiKey === undefined || method === "GET" || method === "HEAD") return init
+  const headers = new Headers(init.headers)
+  if (!headers.has("authorization")) headers.set("authorization", `Bearer ${apiKey}`)
+  return { ...init, headers }
+}
+
 /** A raw request to the aggregator under test, for what the typed client cannot send. */
 export const send = (path: string, init: RequestInit = {}) =>
   Effect.flatMap(E2e, ({ url }) =>
     Effect.promise(async (): Promise<Answer> => {
       const signal = AbortSignal.timeout(ANSWER_WITHIN_MS)
-      const res = await fetch(`${url}${path}`, { signal, ...init }).catch((e) => {
+      const res = await fetch(`${url}${path}`, { signal, ...withKey(init) }).catch((e) => {
         throw signal.aborted ? new Error(`${init.method ?? "GET"} ${path}: no answer within ${ANSWER_WITHIN_MS} ms`) : e
       })
       const text = await res.text()
@@ -41,6 +53,9 @@ export const post = (path: string, body: unknown, headers: Record<string, string
   })
 
 export const get = (path: string) => send(path)
+
+/** The `authorization` header a case's own `fetch` needs to publish (empty without `API_KEY`). */
+export const authHeader: Record<string, string> = apiKey === undefined ? {} : { authorization: `Bearer ${apiKey}` }
 
 /** A path segment as the router expects it. */
 export const seg = encodeURIComponent

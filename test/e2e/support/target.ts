@@ -1,4 +1,4 @@
-import { FetchHttpClient } from "@effect/platform"
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { Effect, Layer } from "effect"
 import { existsSync } from "node:fs"
 import { type Client, makeClient } from "../../../src/client/Client.js"
@@ -58,7 +58,7 @@ const selfStarted = Effect.gen(function*() {
     return yield* Effect.dieMessage("dist/aggregator is missing: run `npm run build` first (npm run test:e2e does)")
   }
   // With no PostgreSQL server (off CI only) the aggregator runs on its embedded in-memory database.
-  const env = skipWithoutPostgres
+  const storage = skipWithoutPostgres
     ? { DATA_DIR: "memory://" }
     : {
       DATABASE_URL: (yield* Effect.acquireRelease(
@@ -66,6 +66,8 @@ const selfStarted = Effect.gen(function*() {
         (db) => Effect.promise(() => db.drop())
       )).url
     }
+  // set explicitly, so a developer's API_KEYS never leaks into a server started without a key
+  const env = { ...storage, API_KEYS: apiKey ?? "" }
   const server = yield* Effect.acquireRelease(
     Effect.sync(() => spawnAggregator(env, 0)),
     (server) => Effect.promise(() => stop(server))
@@ -74,6 +76,9 @@ const selfStarted = Effect.gen(function*() {
 })
 
 const configured = process.env.AGGREGATOR_URL?.trim().replace(/\/+$/, "")
+
+/** The tester's `API_KEY`: sent as the bearer key on publishes, and the key a self-started aggregator requires. */
+export const apiKey = process.env.API_KEY?.trim() || undefined
 
 /**
  * The aggregator at `AGGREGATOR_URL`, or one this file starts for itself when that is unset; ready
@@ -85,7 +90,13 @@ export const E2eLive = Layer.scoped(
     const exclusive = configured === undefined || configured === ""
     const url = exclusive ? yield* selfStarted : configured!
     yield* Effect.promise(() => waitFor(`${url}/ready`, 60_000))
-    const client = yield* makeClient(url)
+    const http = yield* HttpClient.HttpClient
+    const client = yield* makeClient(url).pipe(
+      Effect.provideService(
+        HttpClient.HttpClient,
+        apiKey === undefined ? http : HttpClient.mapRequest(http, HttpClientRequest.bearerToken(apiKey))
+      )
+    )
     return { url, client, exclusive }
   })
 ).pipe(Layer.provide(FetchHttpClient.layer))
