@@ -1,0 +1,132 @@
+import { execFileSync, spawn } from "node:child_process"
+import { readdirSync } from "node:fs"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { spawnAggregator, type Spawned, waitFor } from "../support/aggregator.js"
+import { freshDatabase, query } from "../support/database.js"
+import { freePort } from "../support/live.js"
+
+// Faults during a real load run (`npm run test:chaos`; `.ci/run` runs it after the main suite, alone, because it
+// restarts the shared PostgreSQL). Each prints its figures: sent, acknowledged, stored, lost, doubled, 5xx.
+
+const EVENTS = Number(process.env.CHAOS_EVENTS ?? 50_000)
+
+interface Summary {
+  readonly ok: boolean
+  readonly events: number
+  readonly distinct_keys: number
+  readonly processed: number
+  readonly duplicates: number
+  readonly retries: number
+  readonly failed: number
+  readonly keys_processed_twice: number
+  readonly run_id: string
+  readonly failure_reasons: ReadonlyArray<unknown>
+}
+
+const publish = (url: string, onProgress: (stderr: string) => void) =>
+  new Promise<{ code: number | null; summary: Summary }>((resolve, reject) => {
+    const child = spawn(process.execPath, [
+      "dist/publisher", "--url", url, "--events", String(EVENTS), "--duplicates", "0.3", "--concurrency", "32",
+      "--max-retries", "60", "--ready-timeout", "60", "--progress-interval", "1", "--json"
+    ], { env: { PATH: process.env.PATH ?? "" }, stdio: ["ignore", "pipe", "pipe"] })
+    let stdout = ""
+    child.stdout.on("data", (d) => (stdout += d))
+    child.stderr.on("data", (d) => onProgress(String(d)))
+    child.on("error", reject)
+    child.on("close", (code) => {
+      try {
+        resolve({ code, summary: JSON.parse(stdout) })
+      } catch (e) {
+        reject(new Error(`publisher printed no JSON summary (exit ${code}): ${stdout.slice(0, 500)}`))
+      }
+    })
+  })
+
+const sentSoFar = (line: string) => {
+  const m = /progress ([\d,]+)\//.exec(line)
+  return m ? Number(m[1].replaceAll(",", "")) : 0
+}
+
+const figures = async (name: string, databaseUrl: string, s: Summary) => {
+  const rows = await query(databaseUrl, "SELECT count(*)::int AS n FROM events WHERE event_id LIKE $1", [`${s.run_id}-%`])
+  const stored = rows[0].n
+  const report = {
+    fault: name,
+    sent: s.events,
+    distinct: s.distinct_keys,
+    acknowledged: s.processed + s.duplicates,
+    processed_201: s.processed,
+    retries: s.retries,
+    stored,
+    lost: Math.max(0, s.distinct_keys - stored),
+    doubled: s.keys_processed_twice,
+    finally_failed: s.failed
+  }
+  console.log(`[chaos] ${JSON.stringify(report)}`)
+  return report
+}
+
+let db: Awaited<ReturnType<typeof freshDatabase>>
+beforeAll(async () => {
+  db = await freshDatabase("chaos")
+})
+afterAll(async () => {
+  await db?.drop()
+})
+
+describe("faults under load", () => {
+  it("PostgreSQL restarted mid-run: the publisher finishes, every key stored once, nothing acknowledged is lost", async () => {
+    const agg = spawnAggregator({ DATABASE_URL: db.url }, await freePort())
+    try {
+      await waitFor(`${agg.url}/ready`)
+      let restarted = false
+      const cluster = readdirSync("/etc/postgresql")[0]
+      const run = publish(agg.url, (line) => {
+        if (!restarted && sentSoFar(line) >= EVENTS / 4) {
+          restarted = true
+          execFileSync("pg_ctlcluster", ["--skip-systemctl-redirect", cluster, "main", "restart"], { stdio: "ignore" })
+        }
+      })
+      const { code, summary } = await run
+      expect(restarted).toBe(true)
+      const f = await figures("postgresql restart", db.url, summary)
+      expect(code).toBe(0)
+      expect(summary.ok).toBe(true)
+      expect(f.stored).toBe(summary.distinct_keys)
+      expect(f.doubled).toBe(0)
+      expect(f.finally_failed).toBe(0)
+    } finally {
+      agg.child.kill("SIGTERM")
+      await agg.exited
+    }
+  }, 600_000)
+
+  it("aggregator killed with SIGKILL mid-run and restarted: the same figures", async () => {
+    const port = await freePort()
+    let agg: Spawned = spawnAggregator({ DATABASE_URL: db.url }, port)
+    try {
+      await waitFor(`${agg.url}/ready`)
+      let killed = false
+      const run = publish(agg.url, (line) => {
+        if (!killed && sentSoFar(line) >= EVENTS / 3) {
+          killed = true
+          agg.child.kill("SIGKILL")
+          void agg.exited.then(() => {
+            agg = spawnAggregator({ DATABASE_URL: db.url }, port)
+          })
+        }
+      })
+      const { code, summary } = await run
+      expect(killed).toBe(true)
+      const f = await figures("aggregator SIGKILL", db.url, summary)
+      expect(code).toBe(0)
+      expect(summary.ok).toBe(true)
+      expect(f.stored).toBe(summary.distinct_keys)
+      expect(f.doubled).toBe(0)
+      expect(f.finally_failed).toBe(0)
+    } finally {
+      agg.child.kill("SIGTERM")
+      await agg.exited
+    }
+  }, 600_000)
+})
