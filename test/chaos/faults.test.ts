@@ -1,9 +1,9 @@
 import { execFileSync, spawn } from "node:child_process"
-import { readdirSync } from "node:fs"
+import { readdirSync, readFileSync } from "node:fs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { spawnAggregator, type Spawned, waitFor } from "../support/aggregator.js"
 import { freshDatabase, query } from "../support/database.js"
-import { freePort } from "../support/live.js"
+import { freePort, privateRedis } from "../support/live.js"
 
 // Faults during a real load run (`npm run test:chaos`; `.ci/run` runs it after the main suite, alone, because it
 // restarts the shared PostgreSQL). Each prints its figures: sent, acknowledged, stored, lost, doubled, 5xx.
@@ -23,10 +23,10 @@ interface Summary {
   readonly failure_reasons: ReadonlyArray<unknown>
 }
 
-const publish = (url: string, onProgress: (stderr: string) => void) =>
+const publish = (url: string, onProgress: (stderr: string) => void, concurrency = 32) =>
   new Promise<{ code: number | null; summary: Summary }>((resolve, reject) => {
     const child = spawn(process.execPath, [
-      "dist/publisher", "--url", url, "--events", String(EVENTS), "--duplicates", "0.3", "--concurrency", "32",
+      "dist/publisher", "--url", url, "--events", String(EVENTS), "--duplicates", "0.3", "--concurrency", String(concurrency),
       "--max-retries", "60", "--ready-timeout", "60", "--progress-interval", "1", "--json"
     ], { env: { PATH: process.env.PATH ?? "" }, stdio: ["ignore", "pipe", "pipe"] })
     let stdout = ""
@@ -125,6 +125,61 @@ describe("faults under load", () => {
       expect(f.doubled).toBe(0)
       expect(f.finally_failed).toBe(0)
     } finally {
+      agg.child.kill("SIGTERM")
+      await agg.exited
+    }
+  }, 600_000)
+
+  it("Redis stopped mid-run: ingestion unaffected, missed announcements counted", async () => {
+    const redis = await privateRedis(await freePort())
+    const agg = spawnAggregator({ DATABASE_URL: db.url, REDIS_URL: redis.url }, await freePort())
+    try {
+      await waitFor(`${agg.url}/ready`)
+      let stopped = false
+      const { code, summary } = await publish(agg.url, (line) => {
+        if (!stopped && sentSoFar(line) >= EVENTS / 4) {
+          stopped = true
+          void redis.stop()
+        }
+      })
+      expect(stopped).toBe(true)
+      const f = await figures("redis stopped", db.url, summary)
+      const stats: any = await (await fetch(`${agg.url}/stats`)).json()
+      console.log(`[chaos] announcements ${JSON.stringify(stats.announcements)}`)
+      expect(code).toBe(0)
+      expect(summary.ok).toBe(true)
+      expect(f.stored).toBe(summary.distinct_keys)
+      expect(stats.announcements.failed).toBeGreaterThan(0)
+    } finally {
+      agg.child.kill("SIGTERM")
+      await agg.exited
+      await redis.stop()
+    }
+  }, 600_000)
+
+  it("overload past the pending cap: 429 with Retry-After, memory bounded, the publisher's retries deliver everything", async () => {
+    const agg = spawnAggregator({ DATABASE_URL: db.url, MAX_PENDING_EVENTS: "64", FLUSH_CONCURRENCY: "1" }, await freePort())
+    let peakKb = 0
+    const sampler = setInterval(() => {
+      try {
+        const status = readFileSync(`/proc/${agg.child.pid}/status`, "utf8")
+        peakKb = Math.max(peakKb, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0))
+      } catch {
+        // exited
+      }
+    }, 100)
+    try {
+      await waitFor(`${agg.url}/ready`)
+      const { code, summary } = await publish(agg.url, () => {}, 256)
+      const f = await figures("overload", db.url, summary)
+      console.log(`[chaos] overload: retries ${summary.retries}, peak RSS ${Math.round(peakKb / 1024)} MiB`)
+      expect(code).toBe(0)
+      expect(summary.ok).toBe(true)
+      expect(summary.retries).toBeGreaterThan(0)
+      expect(f.stored).toBe(summary.distinct_keys)
+      expect(peakKb).toBeLessThan(512 * 1024)
+    } finally {
+      clearInterval(sampler)
       agg.child.kill("SIGTERM")
       await agg.exited
     }
