@@ -8,7 +8,10 @@ import { freePort, privateRedis } from "../support/live.js"
 // Faults during a real load run (`npm run test:chaos`; `.ci/run` runs it after the main suite, alone, because it
 // restarts the shared PostgreSQL). Each prints its figures: sent, acknowledged, stored, lost, doubled, 5xx.
 
+// The issue asks for at least 50,000 events where the database or the aggregator goes away; the other two
+// faults need less to show their effect and keep CI short.
 const EVENTS = Number(process.env.CHAOS_EVENTS ?? 50_000)
+const SMALL_EVENTS = Number(process.env.CHAOS_EVENTS ?? 20_000)
 
 interface Summary {
   readonly ok: boolean
@@ -23,10 +26,10 @@ interface Summary {
   readonly failure_reasons: ReadonlyArray<unknown>
 }
 
-const publish = (url: string, onProgress: (stderr: string) => void, concurrency = 32) =>
+const publish = (url: string, onProgress: (stderr: string) => void, concurrency = 32, events = EVENTS) =>
   new Promise<{ code: number | null; summary: Summary }>((resolve, reject) => {
     const child = spawn(process.execPath, [
-      "dist/publisher", "--url", url, "--events", String(EVENTS), "--duplicates", "0.3", "--concurrency", String(concurrency),
+      "dist/publisher", "--url", url, "--events", String(events), "--duplicates", "0.3", "--concurrency", String(concurrency),
       "--max-retries", "60", "--ready-timeout", "60", "--progress-interval", "1", "--json"
     ], { env: { PATH: process.env.PATH ?? "" }, stdio: ["ignore", "pipe", "pipe"] })
     let stdout = ""
@@ -137,11 +140,11 @@ describe("faults under load", () => {
       await waitFor(`${agg.url}/ready`)
       let stopped = false
       const { code, summary } = await publish(agg.url, (line) => {
-        if (!stopped && sentSoFar(line) >= EVENTS / 4) {
+        if (!stopped && sentSoFar(line) >= SMALL_EVENTS / 4) {
           stopped = true
           void redis.stop()
         }
-      })
+      }, 32, SMALL_EVENTS)
       expect(stopped).toBe(true)
       const f = await figures("redis stopped", db.url, summary)
       const stats: any = await (await fetch(`${agg.url}/stats`)).json()
@@ -170,7 +173,7 @@ describe("faults under load", () => {
     }, 100)
     try {
       await waitFor(`${agg.url}/ready`)
-      const { code, summary } = await publish(agg.url, () => {}, 256)
+      const { code, summary } = await publish(agg.url, () => {}, 256, SMALL_EVENTS)
       const f = await figures("overload", db.url, summary)
       console.log(`[chaos] overload: retries ${summary.retries}, peak RSS ${Math.round(peakKb / 1024)} MiB`)
       expect(code).toBe(0)
