@@ -69,6 +69,18 @@ const figures = async (name: string, databaseUrl: string, s: Summary) => {
   return report
 }
 
+/** Prints the figures and holds the promise: finished, verified, every key stored once, nothing lost. */
+const expectDelivered = async (fault: string, run: { readonly code: number | null; readonly summary: Summary }) => {
+  const f = await figures(fault, db.url, run.summary)
+  expect(run.code).toBe(0)
+  expect(run.summary.ok).toBe(true)
+  expect(f.stored).toBe(run.summary.distinct_keys)
+  expect(f.lost).toBe(0)
+  expect(f.doubled).toBe(0)
+  expect(f.finally_failed).toBe(0)
+  return f
+}
+
 let db: Awaited<ReturnType<typeof freshDatabase>>
 beforeAll(async () => {
   db = await freshDatabase("chaos")
@@ -90,14 +102,9 @@ describe("faults under load", () => {
           execFileSync("pg_ctlcluster", ["--skip-systemctl-redirect", cluster, "main", "restart"], { stdio: "ignore" })
         }
       })
-      const { code, summary } = await run
+      const result = await run
       expect(restarted).toBe(true)
-      const f = await figures("postgresql restart", db.url, summary)
-      expect(code).toBe(0)
-      expect(summary.ok).toBe(true)
-      expect(f.stored).toBe(summary.distinct_keys)
-      expect(f.doubled).toBe(0)
-      expect(f.finally_failed).toBe(0)
+      await expectDelivered("postgresql restart", result)
     } finally {
       agg.child.kill("SIGTERM")
       await agg.exited
@@ -119,14 +126,9 @@ describe("faults under load", () => {
           })
         }
       })
-      const { code, summary } = await run
+      const result = await run
       expect(killed).toBe(true)
-      const f = await figures("aggregator SIGKILL", db.url, summary)
-      expect(code).toBe(0)
-      expect(summary.ok).toBe(true)
-      expect(f.stored).toBe(summary.distinct_keys)
-      expect(f.doubled).toBe(0)
-      expect(f.finally_failed).toBe(0)
+      await expectDelivered("aggregator SIGKILL", result)
     } finally {
       agg.child.kill("SIGTERM")
       await agg.exited
@@ -146,12 +148,9 @@ describe("faults under load", () => {
         }
       }, 32, SMALL_EVENTS)
       expect(stopped).toBe(true)
-      const f = await figures("redis stopped", db.url, summary)
+      await expectDelivered("redis stopped", { code, summary })
       const stats: any = await (await fetch(`${agg.url}/stats`)).json()
       console.log(`[chaos] announcements ${JSON.stringify(stats.announcements)}`)
-      expect(code).toBe(0)
-      expect(summary.ok).toBe(true)
-      expect(f.stored).toBe(summary.distinct_keys)
       expect(stats.announcements.failed).toBeGreaterThan(0)
     } finally {
       agg.child.kill("SIGTERM")
@@ -174,12 +173,9 @@ describe("faults under load", () => {
     try {
       await waitFor(`${agg.url}/ready`)
       const { code, summary } = await publish(agg.url, () => {}, 256, SMALL_EVENTS)
-      const f = await figures("overload", db.url, summary)
+      await expectDelivered("overload", { code, summary })
       console.log(`[chaos] overload: retries ${summary.retries}, peak RSS ${Math.round(peakKb / 1024)} MiB`)
-      expect(code).toBe(0)
-      expect(summary.ok).toBe(true)
       expect(summary.retries).toBeGreaterThan(0)
-      expect(f.stored).toBe(summary.distinct_keys)
       expect(peakKb).toBeLessThan(512 * 1024)
     } finally {
       clearInterval(sampler)
