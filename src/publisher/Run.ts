@@ -196,6 +196,7 @@ const program = Effect.gen(function*() {
     requests_per_second: Math.round((counts.requests / Math.max(elapsedSeconds, 1e-9)) * 10) / 10,
     latency_ms: latencyOf(tally.latencies()),
     failure_reasons: tally.failureReasons(),
+    retry_causes: tally.retryCauses(),
     verification
   }
   const ok = succeeded(summary)

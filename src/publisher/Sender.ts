@@ -55,9 +55,9 @@ export const deliverOne = (aggregator: Aggregator, tally: Tally, options: RetryO
     const result = yield* Effect.either(withRetries(
       aggregator.publish(item.event),
       options,
-      () =>
+      (failure) =>
         Effect.sync(() => {
-          tally.retry()
+          tally.retry(failure)
           tally.suspect(item.key)
         })
     ))
@@ -96,9 +96,9 @@ export const deliverBatch = (aggregator: Aggregator, tally: Tally, options: Retr
     const result = yield* Effect.either(withRetries(
       aggregator.publishBatch(items.map((item) => item.event)),
       options,
-      () =>
+      (failure) =>
         Effect.sync(() => {
-          tally.retry()
+          tally.retry(failure)
           for (const item of items) tally.suspect(item.key)
         })
     ))

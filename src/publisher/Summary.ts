@@ -157,6 +157,8 @@ export interface Summary extends Counts {
   readonly latency_ms: Latency | null
   /** Final failures and rejections by reason. */
   readonly failure_reasons: Readonly<Record<string, number>>
+  /** Attempts repeated, by what the server or the network answered (e.g. `http 503`, `http 429`, `connection error`). */
+  readonly retry_causes: Readonly<Record<string, number>>
   readonly verification: Verification | null
 }
 
@@ -182,6 +184,8 @@ export const formatSummary = (s: Summary): string => {
       : `  latency      p50 ${ms(s.latency_ms.p50)} · p95 ${ms(s.latency_ms.p95)} · p99 ${ms(s.latency_ms.p99)} · ` +
         `max ${ms(s.latency_ms.max)} (per request, retries included)`
   ]
+  const causes = Object.entries(s.retry_causes)
+  if (causes.length > 0) lines.push(`  retries      ${causes.map(([cause, count]) => `${n(count)} × ${cause}`).join(" · ")}`)
   for (const [reason, count] of Object.entries(s.failure_reasons)) lines.push(`  ! ${n(count)} × ${reason}`)
   const v = s.verification
   if (v === null) {

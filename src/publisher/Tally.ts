@@ -1,4 +1,15 @@
+import type { AttemptFailure } from "./Retry.js"
 import type { Counts } from "./Summary.js"
+
+/** What made an attempt worth repeating, as counted in the summary: the HTTP status, or the transport's failure. */
+export const retryCause = (failure: AttemptFailure): string =>
+  failure._tag === "Status"
+    ? `http ${failure.status}`
+    : failure._tag === "Transport"
+    ? "connection error"
+    : failure._tag === "Timeout"
+    ? "timeout"
+    : "unreadable answer"
 
 export type Answer = "processed" | "dropped_duplicate"
 
@@ -16,6 +27,7 @@ export class Tally {
   #rejected = 0
   #failed = 0
   readonly #reasons = new Map<string, number>()
+  readonly #retryCauses = new Map<string, number>()
 
   constructor(
     readonly events: number,
@@ -40,8 +52,14 @@ export class Tally {
     this.#latencies[this.#answers++] = ms
   }
 
-  retry(): void {
+  retry(failure: AttemptFailure): void {
     this.#retries++
+    const cause = retryCause(failure)
+    this.#retryCauses.set(cause, (this.#retryCauses.get(cause) ?? 0) + 1)
+  }
+
+  retryCauses(): Record<string, number> {
+    return Object.fromEntries(this.#retryCauses)
   }
 
   answered(key: number, answer: Answer): void {

@@ -23,7 +23,27 @@ interface Summary {
   readonly failed: number
   readonly keys_processed_twice: number
   readonly run_id: string
-  readonly failure_reasons: ReadonlyArray<unknown>
+  readonly failure_reasons: Readonly<Record<string, number>>
+  readonly retry_causes: Readonly<Record<string, number>>
+}
+
+/** Samples a process's resident memory every 100 ms; `pid` is asked each time (a restarted process has a new one). */
+const rssSampler = (pid: () => number | undefined) => {
+  let peakKb = 0
+  const timer = setInterval(() => {
+    try {
+      const status = readFileSync(`/proc/${pid()}/status`, "utf8")
+      peakKb = Math.max(peakKb, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0))
+    } catch {
+      // between a kill and a restart
+    }
+  }, 100)
+  return {
+    stop: () => {
+      clearInterval(timer)
+      return Math.round(peakKb / 1024)
+    }
+  }
 }
 
 const publish = (url: string, onProgress: (stderr: string) => void, concurrency = 32, events = EVENTS) =>
@@ -50,7 +70,7 @@ const sentSoFar = (line: string) => {
   return m ? Number(m[1].replaceAll(",", "")) : 0
 }
 
-const figures = async (name: string, databaseUrl: string, s: Summary) => {
+const figures = async (name: string, databaseUrl: string, s: Summary, peakRssMiB: number) => {
   const rows = await query(databaseUrl, "SELECT count(*)::int AS n FROM events WHERE event_id LIKE $1", [`${s.run_id}-%`])
   const stored = rows[0].n
   const report = {
@@ -63,15 +83,23 @@ const figures = async (name: string, databaseUrl: string, s: Summary) => {
     stored,
     lost: Math.max(0, s.distinct_keys - stored),
     doubled: s.keys_processed_twice,
-    finally_failed: s.failed
+    finally_failed: s.failed,
+    // every 5xx the publisher saw was retried; the ones it finally failed on are in finally_failed
+    http_5xx: Object.entries(s.retry_causes).filter(([cause]) => /^http 5/.test(cause)).reduce((n, [, c]) => n + c, 0),
+    http_429: s.retry_causes["http 429"] ?? 0,
+    peak_rss_mib: peakRssMiB
   }
   console.log(`[chaos] ${JSON.stringify(report)}`)
   return report
 }
 
 /** Prints the figures and holds the promise: finished, verified, every key stored once, nothing lost. */
-const expectDelivered = async (fault: string, run: { readonly code: number | null; readonly summary: Summary }) => {
-  const f = await figures(fault, db.url, run.summary)
+const expectDelivered = async (
+  fault: string,
+  run: { readonly code: number | null; readonly summary: Summary },
+  peakRssMiB: number
+) => {
+  const f = await figures(fault, db.url, run.summary, peakRssMiB)
   expect(run.code).toBe(0)
   expect(run.summary.ok).toBe(true)
   expect(f.stored).toBe(run.summary.distinct_keys)
@@ -92,6 +120,7 @@ afterAll(async () => {
 describe("faults under load", () => {
   it("PostgreSQL restarted mid-run: the publisher finishes, every key stored once, nothing acknowledged is lost", async () => {
     const agg = spawnAggregator({ DATABASE_URL: db.url }, await freePort())
+    const rss = rssSampler(() => agg.child.pid)
     try {
       await waitFor(`${agg.url}/ready`)
       let restarted = false
@@ -104,8 +133,9 @@ describe("faults under load", () => {
       })
       const result = await run
       expect(restarted).toBe(true)
-      await expectDelivered("postgresql restart", result)
+      await expectDelivered("postgresql restart", result, rss.stop())
     } finally {
+      rss.stop()
       agg.child.kill("SIGTERM")
       await agg.exited
     }
@@ -114,6 +144,7 @@ describe("faults under load", () => {
   it("aggregator killed with SIGKILL mid-run and restarted: the same figures", async () => {
     const port = await freePort()
     let agg: Spawned = spawnAggregator({ DATABASE_URL: db.url }, port)
+    const rss = rssSampler(() => agg.child.pid)
     try {
       await waitFor(`${agg.url}/ready`)
       let killed = false
@@ -128,8 +159,9 @@ describe("faults under load", () => {
       })
       const result = await run
       expect(killed).toBe(true)
-      await expectDelivered("aggregator SIGKILL", result)
+      await expectDelivered("aggregator SIGKILL", result, rss.stop())
     } finally {
+      rss.stop()
       agg.child.kill("SIGTERM")
       await agg.exited
     }
@@ -138,6 +170,7 @@ describe("faults under load", () => {
   it("Redis stopped mid-run: ingestion unaffected, missed announcements counted", async () => {
     const redis = await privateRedis(await freePort())
     const agg = spawnAggregator({ DATABASE_URL: db.url, REDIS_URL: redis.url }, await freePort())
+    const rss = rssSampler(() => agg.child.pid)
     try {
       await waitFor(`${agg.url}/ready`)
       let stopped = false
@@ -148,11 +181,12 @@ describe("faults under load", () => {
         }
       }, 32, SMALL_EVENTS)
       expect(stopped).toBe(true)
-      await expectDelivered("redis stopped", { code, summary })
+      await expectDelivered("redis stopped", { code, summary }, rss.stop())
       const stats: any = await (await fetch(`${agg.url}/stats`)).json()
       console.log(`[chaos] announcements ${JSON.stringify(stats.announcements)}`)
       expect(stats.announcements.failed).toBeGreaterThan(0)
     } finally {
+      rss.stop()
       agg.child.kill("SIGTERM")
       await agg.exited
       await redis.stop()
@@ -161,24 +195,16 @@ describe("faults under load", () => {
 
   it("overload past the pending cap: 429 with Retry-After, memory bounded, the publisher's retries deliver everything", async () => {
     const agg = spawnAggregator({ DATABASE_URL: db.url, MAX_PENDING_EVENTS: "64", FLUSH_CONCURRENCY: "1" }, await freePort())
-    let peakKb = 0
-    const sampler = setInterval(() => {
-      try {
-        const status = readFileSync(`/proc/${agg.child.pid}/status`, "utf8")
-        peakKb = Math.max(peakKb, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0))
-      } catch {
-        // exited
-      }
-    }, 100)
+    const rss = rssSampler(() => agg.child.pid)
     try {
       await waitFor(`${agg.url}/ready`)
       const { code, summary } = await publish(agg.url, () => {}, 256, SMALL_EVENTS)
-      await expectDelivered("overload", { code, summary })
-      console.log(`[chaos] overload: retries ${summary.retries}, peak RSS ${Math.round(peakKb / 1024)} MiB`)
+      const f = await expectDelivered("overload", { code, summary }, rss.stop())
       expect(summary.retries).toBeGreaterThan(0)
-      expect(peakKb).toBeLessThan(512 * 1024)
+      expect(f.http_429).toBeGreaterThan(0)
+      expect(f.peak_rss_mib).toBeLessThan(512)
     } finally {
-      clearInterval(sampler)
+      rss.stop()
       agg.child.kill("SIGTERM")
       await agg.exited
     }
