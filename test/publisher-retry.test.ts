@@ -236,8 +236,10 @@ it.live("--rate caps the pace of first attempts", () =>
       runPublisher(["--url", f.url, "--events", "50", "--duplicates", "0", "--rate", "100", "--json"])
     )
     expect(run.code, run.stderr).toBe(0)
-    // the 50th event is due 490 ms after the first at 100 events/s; uncapped, 50 events take a few ms here
+    // the 50th event is due 490 ms after the first at 100 events/s; uncapped, 50 events take a few ms here.
+    // Arrival times are seen by the server: the first request also pays for opening its connection, which
+    // shortens the measured span by that much (CI once saw 479 ms), so the bound leaves room for it.
     const starts = [...f.attempts.values()].map((t) => t[0]).sort((a, b) => a - b)
-    expect(starts[starts.length - 1] - starts[0]).toBeGreaterThanOrEqual(480)
+    expect(starts[starts.length - 1] - starts[0]).toBeGreaterThanOrEqual(400)
     expect(JSON.parse(run.stdout).elapsed_seconds).toBeGreaterThanOrEqual(0.48)
   }), { timeout: 60_000 })
