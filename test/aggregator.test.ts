@@ -1,5 +1,31 @@
 import { describe, expect, layer } from "@effect/vitest"
-import { Effect, FastCheck as fc } from "effect"
+import { Effect, FastCheck as fc, Schema } from "effect"
+import {
+  MethodNotAllowed,
+  NotFound,
+  NotReady,
+  Overloaded,
+  PayloadTooLarge,
+  StorageUnavailable,
+  Unauthorized,
+  UnsupportedMediaType,
+  ValidationFailed
+} from "../src/domain/Errors.js"
+import {
+  Alive,
+  BatchInput,
+  BatchResult,
+  DroppedDuplicate,
+  EventInput,
+  Processed,
+  Ready,
+  Stats,
+  EventId,
+  Source,
+  StoredEvent,
+  Timestamp,
+  Topic
+} from "../src/domain/Event.js"
 import { aggregatorLayer, postJson, TestAggregator } from "./support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { query } from "./support/database.js"
@@ -211,9 +237,44 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
       const { url } = yield* TestAggregator
       const spec: any = yield* promise(() => fetch(`${url}/openapi.json`).then((r) => r.json()))
       const publish = spec.paths["/publish"].post.responses
-      expect(Object.keys(publish).sort()).toEqual(["200", "201", "401", "413", "415", "422", "429", "503"])
-      for (const ops of Object.values(spec.paths) as Array<any>) {
-        for (const op of Object.values(ops) as Array<any>) expect(op.responses["400"]).toBeUndefined()
+      expect(Object.keys(publish).sort()).toEqual(["200", "201", "401", "405", "413", "415", "422", "429", "503"])
+      expect(publish["429"].headers["Retry-After"]).toBeDefined()
+      expect(publish["503"].headers["Retry-After"]).toBeDefined()
+      const resolve = (schema: any): any => schema?.$ref ? spec.components.schemas[schema.$ref.split("/").pop()] : schema
+      const examplesOf = (schema: any): ReadonlyArray<unknown> | undefined => {
+        const s = resolve(schema)
+        if (s?.anyOf !== undefined) {
+          const each = s.anyOf.map(examplesOf)
+          return each.every((e: unknown) => e !== undefined) ? each.flat() : undefined
+        }
+        return s?.examples ?? (s?.type === "array" ? examplesOf(s.items) : undefined)
+      }
+      for (const [path, ops] of Object.entries(spec.paths) as Array<[string, any]>) {
+        for (const [method, op] of Object.entries(ops) as Array<[string, any]>) {
+          const where = `${method} ${path}`
+          expect(op.responses["400"], where).toBeUndefined()
+          expect(op.responses["405"]?.headers?.Allow, where).toBeDefined()
+          expect(op.responses["422"], where).toBeDefined()
+          for (const [status, response] of Object.entries(op.responses) as Array<[string, any]>) {
+            expect(response.description, `${where} ${status}`).not.toMatch(/^(Success|Error)$/)
+            const json = response.content?.["application/json"]
+            if (json !== undefined) expect(examplesOf(json.schema), `${where} ${status} example`).toBeDefined()
+          }
+          const body = op.requestBody?.content?.["application/json"]
+          if (body !== undefined) expect(examplesOf(body.schema), `${where} body example`).toBeDefined()
+        }
+      }
+      // every example is valid for the schema it illustrates
+      const schemas: Record<string, Schema.Schema.Any> = {
+        EventInput, BatchInput, Processed, DroppedDuplicate, BatchResult, StoredEvent, Stats, Alive, Ready,
+        ValidationFailed, PayloadTooLarge, UnsupportedMediaType, MethodNotAllowed, Unauthorized, NotFound,
+        Overloaded, StorageUnavailable, NotReady, Topic, EventId, Timestamp, Source
+      }
+      for (const [name, component] of Object.entries(spec.components.schemas) as Array<[string, any]>) {
+        for (const example of component.examples ?? []) {
+          expect(schemas[name], `a schema for the example of ${name}`).toBeDefined()
+          expect(() => Schema.decodeUnknownSync(schemas[name] as Schema.Schema<unknown, unknown, never>)(example), name).not.toThrow()
+        }
       }
       const docs = yield* promise(() => fetch(`${url}/docs`))
       expect(docs.status).toBe(200)

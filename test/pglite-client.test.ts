@@ -57,6 +57,7 @@ const fakeDatabase = (sql: SqlClient.SqlClient) =>
       client: Effect.succeed(sql),
       readiness: Effect.succeed({ status: "ready" as const, database: "postgresql" }),
       awaitConnected: Effect.succeed(sql),
+      poolUse: Effect.succeedNone,
       use: (f) => Effect.orDie(f(sql))
     })
   )

@@ -2,11 +2,13 @@ import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
 import * as Queue from "effect/Queue"
 import { Overloaded, StorageUnavailable } from "../domain/Errors.js"
 import { AggregatorConfig } from "./Config.js"
 import type { StoredEvent } from "../domain/Event.js"
 import { Broker } from "./Broker.js"
+import * as Metrics from "./Metrics.js"
 import { eventKey, type NewEvent, EventStore } from "./EventStore.js"
 
 interface Pending {
@@ -33,6 +35,8 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     const cap = config.flushMaxEvents
     const slots = yield* Effect.makeSemaphore(config.groupCommit ? config.flushConcurrency : config.dbPoolSize)
     let pending = 0
+    // registered at once, so a scrape shows them (empty) before the first flush
+    yield* Effect.all([Metric.value(Metrics.batchSize), Metric.value(Metrics.commitDuration)])
     let carry: Array<Pending> = []
     let closing = false
 
@@ -66,10 +70,17 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     const flush = (batch: ReadonlyArray<Pending>) => {
       const events = batch.length === 1 ? batch[0].events : batch.flatMap((p) => p.events)
       let committed: ReadonlyArray<StoredEvent> = []
+      const started = performance.now()
       return store.insertMany(events, (rows) => {
         committed = rows
       }).pipe(
         Effect.exit,
+        Effect.tap(() =>
+          Effect.sync(() => {
+            Metrics.batchSize.unsafeUpdate(events.length, [])
+            Metrics.commitDuration.unsafeUpdate((performance.now() - started) / 1000, [])
+          })
+        ),
         Effect.flatMap((exit) => {
           if (Exit.isSuccess(exit)) {
             const isNew = new Set<string>()

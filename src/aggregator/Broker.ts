@@ -20,6 +20,7 @@ import {
   type UptimeStats
 } from "../domain/Event.js"
 import { AggregatorConfig } from "./Config.js"
+import * as Metrics from "./Metrics.js"
 import { Stats } from "./Stats.js"
 
 /** How announcements leave this process and how the other replicas' counters are read. */
@@ -173,6 +174,9 @@ export class Broker extends Effect.Service<Broker>()("Aggregator/Broker", {
     let published = 0
     let failed = 0
     let clients = 0
+    // registered at zero, so a scrape shows both results before the first announcement
+    Metrics.announcedOk.unsafeUpdate(0, [])
+    Metrics.announcedFailed.unsafeUpdate(0, [])
 
     const transport = yield* Option.match(config.redisUrl, {
       onNone: () => Effect.succeed(inProcess(hub)),
@@ -183,6 +187,8 @@ export class Broker extends Effect.Service<Broker>()("Aggregator/Broker", {
       Effect.map(transport.publish(events), (lost) => {
         published += events.length - lost
         failed += lost
+        Metrics.announcedOk.unsafeUpdate(events.length - lost, [])
+        if (lost > 0) Metrics.announcedFailed.unsafeUpdate(lost, [])
       })
 
     yield* Queue.takeBetween(buffer, 1, PUBLISH_BATCH).pipe(
@@ -216,7 +222,12 @@ export class Broker extends Effect.Service<Broker>()("Aggregator/Broker", {
     /** Queues the events for announcement; never waits and never fails. */
     const announce = (events: ReadonlyArray<StoredEvent>) =>
       Effect.sync(() => {
-        for (const e of events) if (!buffer.unsafeOffer(e)) failed++
+        let dropped = 0
+        for (const e of events) if (!buffer.unsafeOffer(e)) dropped++
+        if (dropped > 0) {
+          failed += dropped
+          Metrics.announcedFailed.unsafeUpdate(dropped, [])
+        }
       })
 
     /**

@@ -54,7 +54,9 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       streamHeartbeatMs: yield* positiveInt("STREAM_HEARTBEAT_MS", 15_000),
       streamClientBufferEvents: yield* positiveInt("STREAM_CLIENT_BUFFER_EVENTS", 1_000),
       clusterStatsIntervalMs: yield* positiveInt("CLUSTER_STATS_INTERVAL_MS", 2_000),
-      clusterStatsTtlMs: yield* positiveInt("CLUSTER_STATS_TTL_MS", 10_000)
+      clusterStatsTtlMs: yield* positiveInt("CLUSTER_STATS_TTL_MS", 10_000),
+      // one `summary` log line this often while events flow
+      logSummaryIntervalMs: yield* positiveInt("LOG_SUMMARY_INTERVAL_MS", 5_000)
     } as const
   })
 }) {}

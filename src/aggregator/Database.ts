@@ -1,4 +1,5 @@
 import * as SqlClient from "@effect/sql/SqlClient"
+import { SqlError } from "@effect/sql/SqlError"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
@@ -9,13 +10,16 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
+import * as Pg from "pg"
 import { NotReady, StorageUnavailable } from "../domain/Errors.js"
 import { AggregatorConfig } from "./Config.js"
 import { runMigrations } from "./Migrations.js"
 import * as PgliteClient from "./PgliteClient.js"
+import { DbPool, type PoolUse } from "./Pool.js"
 
 const describe = (e: unknown): string => {
   if (e instanceof Error || (typeof e === "object" && e !== null && "message" in e)) {
@@ -27,6 +31,50 @@ const describe = (e: unknown): string => {
 }
 
 /**
+ * `@effect/sql-pg` on a `pg` pool of our own making, so the pool's use can be read for the metrics. The
+ * options are those `PgClient.layer` would pass; the first connection is tried before the client exists.
+ */
+const pgLayer = (url: string, maxConnections: number): Layer.Layer<SqlClient.SqlClient | DbPool, SqlError> =>
+  Layer.unwrapScoped(
+    Effect.map(
+      Effect.acquireRelease(
+        Effect.tryPromise({
+          try: async () => {
+            const pool = new Pg.Pool({
+              connectionString: url,
+              max: maxConnections,
+              connectionTimeoutMillis: 5_000,
+              application_name: "log-aggregator"
+            })
+            pool.on("error", () => {})
+            try {
+              await pool.query("SELECT 1")
+            } catch (e) {
+              await pool.end().catch(() => {})
+              throw e
+            }
+            return pool
+          },
+          catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
+        }),
+        (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1000))
+      ),
+      (pool) =>
+        Layer.merge(
+          PgClient.layerFromPool({ acquire: Effect.succeed(pool) }),
+          Layer.succeed(DbPool, {
+            use: () => ({
+              max: maxConnections,
+              inUse: pool.totalCount - pool.idleCount,
+              idle: pool.idleCount,
+              waiting: pool.waitingCount
+            })
+          })
+        )
+    )
+  )
+
+/**
  * The SqlClient, connected and migrated in the background so the process serves `/` at once and
  * `/ready` says 503 until the database answers. Connection attempts back off exponentially with
  * jitter, each wait capped; every failed attempt is logged.
@@ -35,26 +83,20 @@ export class Database extends Effect.Service<Database>()("Aggregator/Database", 
   scoped: Effect.gen(function*() {
     const config = yield* AggregatorConfig
     const scope = yield* Effect.scope
-    const connected = yield* Deferred.make<SqlClient.SqlClient>()
+    const connected = yield* Deferred.make<readonly [SqlClient.SqlClient, DbPool["Type"]]>()
     const lastError = yield* Ref.make("connecting to the database")
     const backend = Option.isSome(config.databaseUrl) ? "postgresql" : "pglite"
 
-    const clientLayer: Layer.Layer<SqlClient.SqlClient, unknown> = Option.match(config.databaseUrl, {
+    const clientLayer: Layer.Layer<SqlClient.SqlClient | DbPool, unknown> = Option.match(config.databaseUrl, {
       onNone: () => PgliteClient.layer({ dataDir: config.dataDir }),
-      onSome: (url) =>
-        PgClient.layer({
-          url,
-          maxConnections: config.dbPoolSize,
-          connectTimeout: Duration.seconds(5),
-          applicationName: "log-aggregator"
-        })
+      onSome: (url) => pgLayer(Redacted.value(url), config.dbPoolSize)
     })
 
     const attempt = Effect.gen(function*() {
       const child = yield* Scope.fork(scope, ExecutionStrategy.sequential)
       return yield* Layer.buildWithScope(clientLayer, child).pipe(
-        Effect.map((ctx) => Context.get(ctx, SqlClient.SqlClient)),
-        Effect.tap((sql) => Effect.provideService(runMigrations, SqlClient.SqlClient, sql)),
+        Effect.map((ctx) => [Context.get(ctx, SqlClient.SqlClient), Context.get(ctx, DbPool)] as const),
+        Effect.tap(([sql]) => Effect.provideService(runMigrations, SqlClient.SqlClient, sql)),
         Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(child, exit) : Effect.void)
       )
     })
@@ -83,12 +125,12 @@ export class Database extends Effect.Service<Database>()("Aggregator/Database", 
     const client = Deferred.poll(connected).pipe(
       Effect.flatMap(Option.match({
         onNone: () => Effect.flatMap(Ref.get(lastError), (m) => Effect.fail(unavailable(`database not ready: ${m}`))),
-        onSome: (d) => d
+        onSome: (d) => Effect.map(d, ([sql]) => sql)
       }))
     )
 
     const readiness = Effect.gen(function*() {
-      const sql = yield* Deferred.poll(connected).pipe(
+      const [sql] = yield* Deferred.poll(connected).pipe(
         Effect.flatMap(Option.match({
           onNone: () => Effect.flatMap(Ref.get(lastError), (reason) => Effect.fail(new NotReady({ reason }))),
           onSome: (d) => d
@@ -104,7 +146,12 @@ export class Database extends Effect.Service<Database>()("Aggregator/Database", 
     return {
       client,
       readiness,
-      awaitConnected: Deferred.await(connected),
+      awaitConnected: Effect.map(Deferred.await(connected), ([sql]) => sql),
+      /** The connections' use right now; none before the database is first reached. */
+      poolUse: Effect.flatMap(Deferred.poll(connected), Option.match({
+        onNone: () => Effect.succeedNone,
+        onSome: (d) => Effect.map(d, ([, pool]) => Option.some<PoolUse>(pool.use()))
+      })),
       /** Run a query; any SQL failure is a 503 to the caller and an error line in the log. */
       use: <A, E, R>(f: (sql: SqlClient.SqlClient) => Effect.Effect<A, E, R>): Effect.Effect<A, StorageUnavailable, R> =>
         Effect.flatMap(client, (sql) =>

@@ -1,4 +1,3 @@
-import * as HttpApi from "@effect/platform/HttpApi"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as HttpApiError from "@effect/platform/HttpApiError"
 import * as HttpServerError from "@effect/platform/HttpServerError"
@@ -9,6 +8,7 @@ import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
@@ -17,6 +17,7 @@ import * as Stream from "effect/Stream"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AggregatorApi, DEFAULT_LIST_LIMIT } from "../domain/Api.js"
 import {
+  MethodNotAllowed,
   NotFound,
   Overloaded,
   PayloadTooLarge,
@@ -34,7 +35,10 @@ import { Database } from "./Database.js"
 import { Batcher } from "./Batcher.js"
 import { eventKey, EventStore, type NewEvent } from "./EventStore.js"
 import { Stats } from "./Stats.js"
+import { routesOf } from "./Routes.js"
 import { toNewEvent, validateItem } from "./Validation.js"
+import { dashboardPage } from "./Dashboard.js"
+import * as Metrics from "./Metrics.js"
 
 export const VERSION = "0.1.0"
 
@@ -77,6 +81,50 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
             cluster
           }
         }))
+  }))
+
+export const OperationsLive = HttpApiBuilder.group(AggregatorApi, "operations", (handlers) =>
+  Effect.gen(function*() {
+    const db = yield* Database
+    const stats = yield* Stats
+    const broker = yield* Broker
+    const batcher = yield* Batcher
+    // Gauges are read when scraped; counters and histograms move where their events happen.
+    const readGauges = Effect.gen(function*() {
+      yield* Metric.set(Metrics.pendingEvents, yield* batcher.pendingEvents)
+      yield* Metric.set(Metrics.streamClients, yield* broker.streamClients)
+      yield* Metric.set(Metrics.uptime, yield* stats.uptimeSeconds)
+      yield* Metric.set(Metrics.residentMemory, process.memoryUsage.rss())
+      const pool = yield* db.poolUse
+      if (Option.isSome(pool)) {
+        yield* Metric.set(Metrics.poolInUse, pool.value.inUse)
+        yield* Metric.set(Metrics.poolIdle, pool.value.idle)
+        yield* Metric.set(Metrics.poolMax, pool.value.max)
+        if (pool.value.waiting !== undefined) yield* Metric.set(Metrics.poolWaiting, pool.value.waiting)
+      }
+    })
+    return handlers
+      .handleRaw("metrics", () =>
+        readGauges.pipe(
+          Effect.zipRight(Metrics.prometheusText),
+          Effect.map((text) =>
+            HttpServerResponse.text(text, {
+              contentType: "text/plain; version=0.0.4; charset=utf-8",
+              headers: { "cache-control": "no-store" }
+            })
+          )
+        ))
+      .handleRaw("dashboard", () =>
+        Effect.succeed(HttpServerResponse.text(dashboardPage, {
+          contentType: "text/html; charset=utf-8",
+          headers: {
+            "cache-control": "no-store",
+            // everything the page needs is inline or from this origin
+            "content-security-policy":
+              "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            "x-content-type-options": "nosniff"
+          }
+        })))
   }))
 
 const field = (item: unknown, name: string): string | null => {
@@ -181,20 +229,6 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
             : Effect.succeed(event)))
   }))
 
-type Route = { readonly method: string; readonly pattern: RegExp }
-
-const routesOf = (api: HttpApi.HttpApi.Any): ReadonlyArray<Route> => {
-  const routes: Array<Route> = []
-  HttpApi.reflect(api as HttpApi.HttpApi.AnyWithProps, {
-    onGroup: () => {},
-    onEndpoint: ({ endpoint }) => {
-      const pattern = endpoint.path.split("/").map((s) => s.startsWith(":") ? "[^/]+" : s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
-      routes.push({ method: endpoint.method, pattern: new RegExp(`^${pattern.join("/")}/?$`) })
-    }
-  })
-  return routes
-}
-
 const json = (status: number, body: unknown, headers?: Record<string, string>) =>
   HttpServerResponse.unsafeJson(body, { status, ...(headers ? { headers } : {}) })
 
@@ -204,6 +238,7 @@ const encodeNotFound = Schema.encodeSync(NotFound)
 const encodeTooLarge = Schema.encodeSync(PayloadTooLarge)
 const encodeUnsupported = Schema.encodeSync(UnsupportedMediaType)
 const encodeUnauthorized = Schema.encodeSync(Unauthorized)
+const encodeNotAllowed = Schema.encodeSync(MethodNotAllowed)
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest()
 
@@ -269,10 +304,13 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
       const path = request.url.split("?")[0]
       const allowed = [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))]
       return allowed.length > 0 && !allowed.includes(request.method)
-        ? json(405, {
-          error: "method_not_allowed",
-          message: `${request.method} is not allowed on ${path}; use ${allowed.join(", ")}`
-        }, { allow: allowed.join(", ") })
+        ? json(
+          405,
+          encodeNotAllowed(
+            new MethodNotAllowed({ message: `${request.method} is not allowed on ${path}; use ${allowed.join(", ")}` })
+          ),
+          { allow: allowed.join(", ") }
+        )
         : json(404, encodeNotFound(new NotFound({ message: `no route ${request.method} ${path}` })))
     }
 

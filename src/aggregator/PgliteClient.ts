@@ -4,11 +4,13 @@ import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { PGlite, type QueryOptions, type Results, types } from "@electric-sql/pglite"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import { DbPool } from "./Pool.js"
 
 export interface PgliteClientOptions {
   /** A directory for the database files; `undefined` keeps the database in memory. */
@@ -80,19 +82,26 @@ const open = (dataDir: string | undefined) =>
  * transaction (no `TransactionConnection` in its context) waits for the lock, as with a pool of one.
  */
 export const make = (options: PgliteClientOptions) =>
+  Effect.map(makeWithUse(options), ({ client }) => client)
+
+const makeWithUse = (options: PgliteClientOptions) =>
   Effect.gen(function*() {
     const db = yield* open(options.dataDir)
     const lock = yield* Effect.makeSemaphore(1)
     // Closing waits for the statement or transaction that holds the lock.
     yield* Effect.addFinalizer(() => lock.take(1).pipe(Effect.timeoutOption("10 seconds")))
+    // whether the one connection is busy (a statement or a transaction holds the lock), for the pool gauges
+    let held = 0
+    const take = Effect.zipRight(lock.take(1), Effect.sync(() => held++))
+    const release = Effect.zipRight(Effect.sync(() => held--), lock.release(1))
 
     const unlocked = makeConnection(db, (statement) => statement)
-    const locked = options.unsafeNoLock ? unlocked : makeConnection(db, lock.withPermits(1))
-    const holdLock = options.unsafeNoLock
-      ? Effect.void
-      : Effect.acquireRelease(lock.take(1), () => lock.release(1))
+    const locked = options.unsafeNoLock
+      ? unlocked
+      : makeConnection(db, (statement) => Effect.acquireUseRelease(take, () => statement, () => release))
+    const holdLock = options.unsafeNoLock ? Effect.void : Effect.acquireRelease(take, () => release)
 
-    return yield* SqlClient.make({
+    const client = yield* SqlClient.make({
       acquirer: Effect.succeed(locked),
       transactionAcquirer: Effect.as(holdLock, unlocked),
       compiler: PgClient.makeCompiler(),
@@ -101,8 +110,13 @@ export const make = (options: PgliteClientOptions) =>
         ["db.namespace", options.dataDir ?? "memory"]
       ]
     })
+    const use = () => ({ max: 1, inUse: held, idle: 1 - held, waiting: undefined })
+    return { client, use }
   })
 
-/** The `SqlClient` on PGlite; closing the layer closes the database. */
-export const layer = (options: PgliteClientOptions): Layer.Layer<SqlClient.SqlClient, SqlError> =>
-  Layer.scoped(SqlClient.SqlClient, make(options)).pipe(Layer.provide(Reactivity.layer))
+/** The `SqlClient` on PGlite (and its one connection's use); closing the layer closes the database. */
+export const layer = (options: PgliteClientOptions): Layer.Layer<SqlClient.SqlClient | DbPool, SqlError> =>
+  Layer.scopedContext(
+    Effect.map(makeWithUse(options), ({ client, use }) =>
+      Context.make(SqlClient.SqlClient, client).pipe(Context.add(DbPool, { use })))
+  ).pipe(Layer.provide(Reactivity.layer))

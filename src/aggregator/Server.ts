@@ -13,12 +13,15 @@ import { Broker } from "./Broker.js"
 import { AggregatorConfig } from "./Config.js"
 import { Database } from "./Database.js"
 import { EventStore } from "./EventStore.js"
-import { ApiMiddlewareLive, EventsLive, HealthLive } from "./Http.js"
+import { ApiMiddlewareLive, EventsLive, HealthLive, OperationsLive } from "./Http.js"
 import { Draining, DrainOnShutdownLive, NodeServer } from "./Lifecycle.js"
+import { LogSummaryLive } from "./LogSummary.js"
+import { observeRequests } from "./Observe.js"
 import { Stats } from "./Stats.js"
 
 /** Storage, group commit, the broker and counters: built first, released last (after the HTTP server has drained). */
-export const ServicesLive = Batcher.Default.pipe(
+export const ServicesLive = LogSummaryLive.pipe(
+  Layer.provideMerge(Batcher.Default),
   Layer.provideMerge(Broker.Default),
   Layer.provideMerge(EventStore.Default),
   Layer.provideMerge(Database.Default),
@@ -27,7 +30,7 @@ export const ServicesLive = Batcher.Default.pipe(
 )
 
 const ApiLive = HttpApiBuilder.api(AggregatorApi).pipe(
-  Layer.provide([HealthLive, EventsLive])
+  Layer.provide([HealthLive, EventsLive, OperationsLive])
 )
 
 /** The Node HTTP server on the configured host and port. Closing it waits for in-flight requests. */
@@ -47,7 +50,7 @@ export const NodeServerLive = Layer.unwrapEffect(
  */
 export const AggregatorLive = DrainOnShutdownLive.pipe(
   Layer.provide(
-    HttpApiBuilder.serve().pipe(
+    HttpApiBuilder.serve(observeRequests).pipe(
       // topic and event_id may be 255 code points (510 UTF-16 units); the router's default cap is 100
       Layer.provide(HttpRouter.setRouterConfig({ maxParamLength: 1024 })),
       Layer.provide(ApiMiddlewareLive),

@@ -1,6 +1,8 @@
 import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
 import * as Ref from "effect/Ref"
 import type { UptimeStats } from "../domain/Event.js"
+import * as Metrics from "./Metrics.js"
 
 export interface Outcome {
   readonly processed: number
@@ -18,15 +20,36 @@ export const addOutcome = (s: UptimeStats, o: Outcome): UptimeStats => ({
   rejected: s.rejected + o.rejected
 })
 
-/** This process's counters. An event counts as received when its outcome is decided (stored, duplicate or rejected). */
+/**
+ * This process's counters. An event counts as received when its outcome is decided (stored, duplicate or
+ * rejected). The Prometheus counters (`/metrics`) move in the same step as the `/stats` ones.
+ */
 export class Stats extends Effect.Service<Stats>()("Aggregator/Stats", {
   effect: Effect.gen(function*() {
     const counters = yield* Ref.make(zero)
     const storageFailures = yield* Ref.make(0)
     const startedAt = new Date()
+    // registered at zero, so a scrape shows every result before the first event
+    yield* Effect.forEach(
+      [Metrics.processedEvents, Metrics.duplicateEvents, Metrics.rejectedEvents, Metrics.storageFailures],
+      (counter) => Metric.incrementBy(counter, 0),
+      { discard: true }
+    )
     return {
-      record: (o: Outcome) => Ref.update(counters, (s) => addOutcome(s, o)),
-      recordStorageFailure: (events: number) => Ref.update(storageFailures, (n) => n + events),
+      record: (o: Outcome) =>
+        Effect.zipRight(
+          Ref.update(counters, (s) => addOutcome(s, o)),
+          Effect.sync(() => {
+            if (o.processed > 0) Metrics.processedEvents.unsafeUpdate(o.processed, [])
+            if (o.duplicates > 0) Metrics.duplicateEvents.unsafeUpdate(o.duplicates, [])
+            if (o.rejected > 0) Metrics.rejectedEvents.unsafeUpdate(o.rejected, [])
+          })
+        ),
+      recordStorageFailure: (events: number) =>
+        Effect.zipRight(
+          Ref.update(storageFailures, (n) => n + events),
+          Metric.incrementBy(Metrics.storageFailures, events)
+        ),
       snapshot: Ref.get(counters),
       storageFailures: Ref.get(storageFailures),
       startedAt,

@@ -5,6 +5,7 @@ import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as OpenApi from "@effect/platform/OpenApi"
 import * as Schema from "effect/Schema"
 import {
+  MethodNotAllowed,
   NotFound,
   NotReady,
   Overloaded,
@@ -44,10 +45,45 @@ export const StreamParams = Schema.Struct({
   topic: Schema.optionalWith(Topic, { exact: true }).annotations({ description: "Only this topic; all when absent" })
 }).annotations({ parseOptions: { errors: "all" } })
 
+/** One example of each error body, encoded by the error's own schema (so it cannot drift from it). */
+export const errorExamples: Record<string, unknown> = {
+  ValidationFailed: Schema.encodeSync(ValidationFailed)(
+    new ValidationFailed({
+      message: "the event is invalid",
+      issues: [{ path: "timestamp", message: "timestamp must be an ISO 8601 date-time" }]
+    })
+  ),
+  PayloadTooLarge: Schema.encodeSync(PayloadTooLarge)(
+    new PayloadTooLarge({ message: "the body is larger than 1048576 bytes", limit: 1048576 })
+  ),
+  UnsupportedMediaType: Schema.encodeSync(UnsupportedMediaType)(
+    new UnsupportedMediaType({ message: "content type text/plain is not accepted; send application/json" })
+  ),
+  MethodNotAllowed: Schema.encodeSync(MethodNotAllowed)(
+    new MethodNotAllowed({ message: "GET is not allowed on /publish; use POST" })
+  ),
+  Unauthorized: Schema.encodeSync(Unauthorized)(
+    new Unauthorized({ message: "this route needs an API key: send `Authorization: Bearer <key>`" })
+  ),
+  NotFound: Schema.encodeSync(NotFound)(new NotFound({ message: "no event evt-9 in topic orders" })),
+  Overloaded: Schema.encodeSync(Overloaded)(
+    new Overloaded({ message: "too many events are waiting to be written; retry later" })
+  ),
+  StorageUnavailable: Schema.encodeSync(StorageUnavailable)(
+    new StorageUnavailable({ message: "storage is unavailable; retry later" })
+  ),
+  NotReady: Schema.encodeSync(NotReady)(new NotReady({ reason: "connect ECONNREFUSED 127.0.0.1:5432" }))
+}
+
+const retryAfterHeader = {
+  "Retry-After": { description: "Seconds to wait before retrying", schema: { type: "integer" } }
+}
+
 // The framework lists its own 400 on every operation (this service answers validation failures with 422),
 // and API-level body errors (413, 415) on reads that take no body. Operations that can answer 401 get the
-// bearer security scheme.
-function withoutFramework400(spec: Record<string, any>): Record<string, any> {
+// bearer security scheme; 405s name the allowed methods in `Allow`, 429s and 503s carry `Retry-After`.
+// Error schemas get an example each; the framework's own decode-error schemas, now unused, are dropped.
+function documentResponses(spec: Record<string, any>): Record<string, any> {
   for (const operations of Object.values(spec.paths ?? {}) as Array<Record<string, any>>) {
     for (const [method, operation] of Object.entries(operations)) {
       const responses = operation?.responses ?? {}
@@ -57,10 +93,27 @@ function withoutFramework400(spec: Record<string, any>): Record<string, any> {
         delete responses["415"]
       }
       if (responses["401"] !== undefined) operation.security = [{ apiKey: [] }]
+      if (responses["405"] !== undefined) {
+        responses["405"].headers = { Allow: { description: "The methods this path takes", schema: { type: "string" } } }
+      }
+      for (const status of ["429", "503"]) {
+        if (responses[status] !== undefined) responses[status].headers = retryAfterHeader
+      }
+    }
+  }
+  const schemas: Record<string, any> = { ...spec.components?.schemas }
+  for (const [name, example] of Object.entries(errorExamples)) {
+    if (schemas[name] !== undefined) schemas[name] = { ...schemas[name], examples: [example] }
+  }
+  for (const name of ["HttpApiDecodeError", "Issue", "PropertyKey"]) {
+    const { [name]: dropped, ...rest } = schemas
+    if (dropped !== undefined && !JSON.stringify({ ...spec, components: { schemas: rest } }).includes(`"#/components/schemas/${name}"`)) {
+      delete schemas[name]
     }
   }
   spec.components = {
     ...spec.components,
+    schemas,
     securitySchemes: {
       ...spec.components?.securitySchemes,
       apiKey: {
@@ -77,6 +130,24 @@ export class HealthGroup extends HttpApiGroup.make("health")
   .add(HttpApiEndpoint.get("alive", "/").addSuccess(Alive))
   .add(HttpApiEndpoint.get("ready", "/ready").addSuccess(Ready).addError(NotReady))
   .add(HttpApiEndpoint.get("stats", "/stats").addSuccess(Stats))
+{}
+
+export class OperationsGroup extends HttpApiGroup.make("operations")
+  .add(
+    HttpApiEndpoint.get("metrics", "/metrics").addSuccess(
+      HttpApiSchema.Text({ contentType: "text/plain; version=0.0.4; charset=utf-8" }).annotations({
+        description: "Prometheus text exposition format: this replica's counters, histograms and gauges, " +
+          "all named `aggregator_*`, without per-topic labels."
+      })
+    )
+  )
+  .add(
+    HttpApiEndpoint.get("dashboard", "/dashboard").addSuccess(
+      HttpApiSchema.Text({ contentType: "text/html; charset=utf-8" }).annotations({
+        description: "A self-contained live dashboard: events/s, duplicate rate, totals and the newest events."
+      })
+    )
+  )
 {}
 
 export class EventsGroup extends HttpApiGroup.make("events")
@@ -100,7 +171,7 @@ export class EventsGroup extends HttpApiGroup.make("events")
   .add(
     HttpApiEndpoint.get("list", "/events")
       .setUrlParams(ListParams)
-      .addSuccess(Schema.Array(StoredEvent))
+      .addSuccess(Schema.Array(StoredEvent).annotations({ description: "Stored events, newest first" }))
       .addError(StorageUnavailable)
   )
   .add(
@@ -125,13 +196,15 @@ export class EventsGroup extends HttpApiGroup.make("events")
 export class AggregatorApi extends HttpApi.make("aggregator")
   .add(HealthGroup)
   .add(EventsGroup)
+  .add(OperationsGroup)
   .addError(ValidationFailed)
   .addError(PayloadTooLarge)
   .addError(UnsupportedMediaType)
+  .addError(MethodNotAllowed)
   .annotateContext(OpenApi.annotations({
     title: "log-aggregator",
     version: "0.1.0",
     description: "Idempotent event ingestion: every (topic, event_id) is stored exactly once.",
-    transform: withoutFramework400
+    transform: documentResponses
   }))
 {}

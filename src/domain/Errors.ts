@@ -85,3 +85,15 @@ export class Overloaded extends Schema.TaggedError<Overloaded>()(
     description: "Too many events are waiting to be written; retry after `Retry-After` seconds"
   })
 ) {}
+
+export class MethodNotAllowed extends Schema.TaggedError<MethodNotAllowed>()(
+  "MethodNotAllowed",
+  {
+    error: Schema.tag("method_not_allowed"),
+    message: Schema.String
+  },
+  HttpApiSchema.annotations({
+    status: 405,
+    description: "The path exists under other methods, listed in the `Allow` header"
+  })
+) {}

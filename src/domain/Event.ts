@@ -125,20 +125,40 @@ export const StoredEvent = Schema.Struct({
   source: Schema.NullOr(Schema.String),
   payload: Schema.Unknown,
   received_at: Schema.String
-}).annotations({ identifier: "StoredEvent" })
+}).annotations({
+  identifier: "StoredEvent",
+  description: "A stored event",
+  examples: [{
+    seq: 1042,
+    topic: "orders",
+    event_id: "evt-0001",
+    timestamp: "2025-01-31T12:00:00.123456Z",
+    source: "checkout",
+    payload: { amount: 42 },
+    received_at: "2025-01-31T12:00:00.130211Z"
+  }]
+})
 export type StoredEvent = typeof StoredEvent.Type
 
 export const Processed = Schema.Struct({
   status: Schema.Literal("processed"),
   id: Schema.String,
   topic: Schema.String
-}).annotations({ identifier: "Processed" })
+}).annotations({
+  identifier: "Processed",
+  description: "Stored now: the first time this (topic, event_id) arrived. Sent after the commit.",
+  examples: [{ status: "processed", id: "evt-0001", topic: "orders" }]
+})
 
 export const DroppedDuplicate = Schema.Struct({
   status: Schema.Literal("dropped_duplicate"),
   id: Schema.String,
   topic: Schema.String
-}).annotations({ identifier: "DroppedDuplicate" })
+}).annotations({
+  identifier: "DroppedDuplicate",
+  description: "Already stored earlier: nothing was written",
+  examples: [{ status: "dropped_duplicate", id: "evt-0001", topic: "orders" }]
+})
 
 export const Issue = Schema.Struct({
   path: Schema.String,
@@ -164,17 +184,52 @@ export const BatchResult = Schema.Struct({
   duplicates: Schema.Number,
   rejected: Schema.Number,
   results: Schema.Array(BatchItemResult)
-}).annotations({ identifier: "BatchResult" })
+}).annotations({
+  identifier: "BatchResult",
+  description: "Each item's outcome, in input order. Valid items are stored even when others are rejected.",
+  examples: [{
+    received: 3,
+    processed: 1,
+    duplicates: 1,
+    rejected: 1,
+    results: [
+      { index: 0, topic: "orders", event_id: "evt-0002", status: "processed" },
+      { index: 1, topic: "orders", event_id: "evt-0001", status: "dropped_duplicate" },
+      {
+        index: 2,
+        topic: "orders",
+        event_id: null,
+        status: "rejected",
+        errors: [{ path: "event_id", message: "event_id is required" }]
+      }
+    ]
+  }]
+})
 export type BatchResult = typeof BatchResult.Type
+
+// Items are decoded as unknown and validated one by one (one bad event must not cost the rest); the
+// documents still show them as EventInput.
+const BatchItem = Schema.Unknown.annotations({
+  jsonSchema: { $ref: "#/components/schemas/EventInput" },
+  description: "An EventInput; each item is validated on its own"
+})
+
+const batchExample = [
+  { topic: "orders", event_id: "evt-0002", timestamp: "2025-01-31T12:00:01Z" },
+  { topic: "orders", event_id: "evt-0003", timestamp: "2025-01-31T12:00:02Z", payload: { amount: 7 } }
+]
 
 /** `{"events":[…]}` or a bare array; each item is validated on its own so one bad event costs nothing else. */
 export const BatchInput = Schema.Union(
-  Schema.Struct({ events: Schema.Array(Schema.Unknown) }),
-  Schema.Array(Schema.Unknown)
-).annotations({
-  identifier: "BatchInput",
-  examples: [{ events: [{ topic: "orders", event_id: "evt-0002", timestamp: "2025-01-31T12:00:01Z" }] }]
-})
+  Schema.Struct({ events: Schema.Array(BatchItem) }).annotations({
+    description: "The events, up to MAX_BATCH_EVENTS (1,000 by default)",
+    examples: [{ events: batchExample }]
+  }),
+  Schema.Array(BatchItem).annotations({
+    description: "The same, as a bare array",
+    examples: [batchExample]
+  })
+).annotations({ identifier: "BatchInput" })
 export type BatchInput = typeof BatchInput.Type
 
 export const UptimeStats = Schema.Struct({
@@ -218,7 +273,26 @@ export const Stats = Schema.Struct({
   announcements: Announcements,
   stream_clients: Schema.Number.annotations({ description: "Live-tail clients connected to this replica" }),
   cluster: ClusterStats
-}).annotations({ identifier: "Stats" })
+}).annotations({
+  identifier: "Stats",
+  description: "This replica's counters since it started, the stored rows, and the cluster's sums",
+  examples: [{
+    uptime_stats: { received: 20000, unique_processed: 14000, duplicate_dropped: 5990, rejected: 10 },
+    database_total_rows: 14000,
+    storage_failures: 0,
+    uptime_seconds: 93.4,
+    started_at: "2025-01-31T12:00:00.000Z",
+    service: "aggregator",
+    announcements: { published: 14000, failed: 0 },
+    stream_clients: 1,
+    cluster: {
+      uptime_stats: { received: 40000, unique_processed: 28000, duplicate_dropped: 11980, rejected: 20 },
+      storage_failures: 0,
+      announcements: { published: 28000, failed: 0 },
+      replicas: 2
+    }
+  }]
+})
 export type Stats = typeof Stats.Type
 
 export const Alive = Schema.Struct({
@@ -226,9 +300,17 @@ export const Alive = Schema.Struct({
   service: Schema.String,
   version: Schema.String,
   uptime_seconds: Schema.Number
-}).annotations({ identifier: "Alive" })
+}).annotations({
+  identifier: "Alive",
+  description: "The process is up (whether or not the database is)",
+  examples: [{ status: "alive", service: "aggregator", version: "0.1.0", uptime_seconds: 12.5 }]
+})
 
 export const Ready = Schema.Struct({
   status: Schema.Literal("ready"),
   database: Schema.String
-}).annotations({ identifier: "Ready" })
+}).annotations({
+  identifier: "Ready",
+  description: "The database answers and is migrated",
+  examples: [{ status: "ready", database: "postgresql" }]
+})

@@ -1,0 +1,21 @@
+import * as HttpApi from "@effect/platform/HttpApi"
+
+export interface Route {
+  readonly method: string
+  /** The endpoint's path as declared, e.g. `/events/:topic/:event_id`. */
+  readonly path: string
+  readonly pattern: RegExp
+}
+
+/** Every endpoint of the API, with a pattern that matches its concrete paths (a trailing slash allowed). */
+export const routesOf = (api: HttpApi.HttpApi.Any): ReadonlyArray<Route> => {
+  const routes: Array<Route> = []
+  HttpApi.reflect(api as HttpApi.HttpApi.AnyWithProps, {
+    onGroup: () => {},
+    onEndpoint: ({ endpoint }) => {
+      const pattern = endpoint.path.split("/").map((s) => s.startsWith(":") ? "[^/]+" : s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+      routes.push({ method: endpoint.method, path: endpoint.path, pattern: new RegExp(`^${pattern.join("/")}/?$`) })
+    }
+  })
+  return routes
+}
