@@ -1,0 +1,295 @@
+import { describe, expect, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { existsSync, mkdirSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import { type Browser, chromium, type Page } from "playwright-core"
+import { aggregatorLayer, postJson, TestAggregator, waitFor } from "./support/aggregator.js"
+import { inCI, skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
+import { query } from "./support/database.js"
+
+// GET /dashboard in a real Chromium: the figures, the live tail and the chart against real traffic.
+
+const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
+const haveChromium = existsSync(chromiumPath)
+const skipWithoutChromium = !inCI && !haveChromium
+const withoutChromiumNote = skipWithoutChromium
+  ? ` [SKIPPED: no Chromium at ${chromiumPath}; install it or set CHROMIUM_PATH — CI never skips]`
+  : ""
+if (skipWithoutChromium) console.warn(`[tests]${withoutChromiumNote}`)
+
+const chromiumArgs = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic"
+]
+
+const screenshotDir = fileURLToPath(new URL("../test-results/", import.meta.url))
+
+const waitLong = { timeout: 30_000, interval: 100 }
+
+// ---- what the test sends, and what it therefore expects ----
+
+type Outcome = "processed" | "dropped_duplicate" | "rejected"
+interface Sent {
+  readonly topic: string
+  readonly event_id: string
+  readonly expected: Outcome
+}
+
+/** The test's own model of the aggregator: a key is stored the first time it is sent, a duplicate after. */
+class Ledger {
+  readonly keys = new Set<string>()
+  readonly stored: Array<{ topic: string; event_id: string }> = []
+  received = 0
+  duplicates = 0
+  rejected = 0
+
+  send(topic: string, event_id: string): Sent {
+    this.received++
+    const key = `${topic}\u0000${event_id}`
+    if (this.keys.has(key)) {
+      this.duplicates++
+      return { topic, event_id, expected: "dropped_duplicate" }
+    }
+    this.keys.add(key)
+    this.stored.push({ topic, event_id })
+    return { topic, event_id, expected: "processed" }
+  }
+
+  invalid(): void {
+    this.received++
+    this.rejected++
+  }
+}
+
+const topics = ["orders", "payments", "shipments", "inventory"] as const
+const sources = ["checkout", "billing", "warehouse", "api-gateway"] as const
+
+const event = (topic: string, event_id: string, n: number) => ({
+  topic,
+  event_id,
+  timestamp: new Date(Date.UTC(2025, 0, 31, 12, 0, 0) + n * 137).toISOString().replace("Z", "123Z"),
+  source: sources[n % sources.length],
+  payload: { amount: (n * 7919) % 500, currency: n % 3 === 0 ? "USD" : "EUR", attempt: 1 }
+})
+
+const invalidEvents: ReadonlyArray<unknown> = [
+  { topic: "orders", timestamp: "2025-01-31T12:00:00Z" },
+  { topic: "orders", event_id: "bad-time", timestamp: "not a time" },
+  { topic: "", event_id: "no-topic", timestamp: "2025-01-31T12:00:00Z" },
+  { topic: "orders", event_id: 42, timestamp: "2025-01-31T12:00:00Z" }
+]
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+const publishOne = async (url: string, sent: Sent, n: number, extra: Record<string, unknown> = {}) => {
+  const res = await postJson(`${url}/publish`, { ...event(sent.topic, sent.event_id, n), ...extra })
+  const body = (await res.json()) as { status: string }
+  expect(res.status, `${sent.topic}/${sent.event_id}`).toBe(sent.expected === "processed" ? 201 : 200)
+  expect(body.status).toBe(sent.expected)
+}
+
+const publishBatch = async (url: string, items: ReadonlyArray<unknown>, expected: ReadonlyArray<Outcome>) => {
+  const res = await postJson(`${url}/publish/batch`, { events: items })
+  expect(res.status).toBe(200)
+  const body = (await res.json()) as { results: ReadonlyArray<{ status: Outcome }> }
+  expect(body.results.map((r) => r.status)).toEqual(expected)
+}
+
+// ---- reading the page ----
+
+const figure = (page: Page, testId: string) => page.getByTestId(testId).textContent().then((t) => (t ?? "").trim())
+const integer = (text: string) => (/^[\d,]+$/.test(text) ? Number(text.replaceAll(",", "")) : Number.NaN)
+const newestEvents = async (page: Page) => {
+  const rows = page.getByTestId("newest").getByTestId("event")
+  const [topicTexts, ids] = await Promise.all([
+    rows.locator('[data-field="topic"]').allTextContents(),
+    rows.locator('[data-field="event_id"]').allTextContents()
+  ])
+  return ids.map((event_id, i) => `${topicTexts[i]}/${event_id}`)
+}
+
+const scenario = async (browser: Browser, url: string, databaseUrl: string) => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } })
+  const consoleErrors: Array<string> = []
+  const pageErrors: Array<string> = []
+  const dialogs: Array<string> = []
+  const foreignRequests: Array<string> = []
+  page.on("console", (m) => {
+    if (m.type() === "error") consoleErrors.push(m.text())
+  })
+  page.on("pageerror", (e) => pageErrors.push(String(e)))
+  page.on("dialog", (d) => {
+    dialogs.push(d.message())
+    void d.dismiss()
+  })
+  page.on("request", (r) => {
+    if (!r.url().startsWith(`${url}/`) && !r.url().startsWith("data:")) foreignRequests.push(r.url())
+  })
+  await page.addInitScript(
+    "window.__csp = []; document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI))"
+  )
+
+  const response = await page.goto(`${url}/dashboard`)
+  expect(response?.status()).toBe(200)
+  expect(response?.headers()["content-security-policy"]).toContain("default-src 'none'")
+  await expect.poll(() => page.title()).toContain("log-aggregator")
+
+  // The tail says connected once its stream is open; the server counts the subscription.
+  await expect.poll(() => figure(page, "tail-state"), waitLong).toBe("connected")
+  await expect
+    .poll(() => fetch(`${url}/stats`).then(async (r) => ((await r.json()) as { stream_clients: number }).stream_clients), waitLong)
+    .toBe(1)
+  await expect.poll(() => figure(page, "stats-state"), waitLong).toBe("live")
+  await expect.poll(() => figure(page, "events-per-second"), waitLong).toBe("0")
+  expect(await figure(page, "duplicate-rate")).toBe("—")
+  expect(await figure(page, "received")).toBe("0")
+  expect(await page.getByTestId("newest").getByTestId("event").count()).toBe(0)
+
+  // Every value events/s shows from now on.
+  await page.evaluate(`(() => {
+    const el = document.querySelector('[data-testid="events-per-second"]')
+    window.__rates = [el.textContent]
+    new MutationObserver(() => window.__rates.push(el.textContent))
+      .observe(el, { childList: true, characterData: true, subtree: true })
+  })()`)
+
+  const ledger = new Ledger()
+  let n = 0
+
+  // 1. Markup in a topic, id and source is shown as text: no element is made of it, no handler runs.
+  const hostile = {
+    topic: "<img src=x onerror=alert(1)>",
+    event_id: `<b id="injected">bold</b><img src=x onerror=alert(2)>`,
+    source: "<script>alert(3)</script>"
+  }
+  await publishOne(url, ledger.send(hostile.topic, hostile.event_id), n++, { source: hostile.source })
+  await expect.poll(() => newestEvents(page), waitLong).toEqual([`${hostile.topic}/${hostile.event_id}`])
+  const hostileRow = page.getByTestId("newest").getByTestId("event").first()
+  expect(await hostileRow.locator('[data-field="topic"]').textContent()).toBe(hostile.topic)
+  expect(await hostileRow.locator('[data-field="event_id"]').textContent()).toBe(hostile.event_id)
+  expect(await hostileRow.locator('[data-field="source"]').textContent()).toBe(hostile.source)
+  expect(await page.locator("img").count()).toBe(0)
+  expect(await page.locator("#injected").count()).toBe(0)
+  expect(await page.locator("main script, main b").count()).toBe(0)
+
+  // 2. Waves of batches over about five seconds (the chart's bars): about a quarter repeats and one in 25
+  // invalid, enough that a duplicate rate over everything received would show another figure.
+  const waves = [40, 70, 110, 160, 130, 190, 150, 100, 120, 60]
+  for (const [w, size] of waves.entries()) {
+    const items: Array<unknown> = []
+    const expected: Array<Outcome> = []
+    for (let i = 0; i < size; i++) {
+      const earlier = ledger.stored.length > 0 && i % 4 === 3
+      if (i % 25 === 5) {
+        ledger.invalid()
+        items.push(invalidEvents[(w + i) % invalidEvents.length])
+        expected.push("rejected")
+        continue
+      }
+      const key = earlier
+        ? ledger.stored[(i * 31 + w * 7) % ledger.stored.length]!
+        : { topic: topics[(w + i) % topics.length]!, event_id: `w${w}-${String(i).padStart(3, "0")}` }
+      const sent = ledger.send(key.topic, key.event_id)
+      items.push(event(key.topic, key.event_id, n++))
+      expected.push(sent.expected)
+    }
+    await publishBatch(url, items, expected)
+    await delay(500)
+  }
+
+  // 3. Thirty single events: 24 new keys, every fifth one a repeat of an earlier one.
+  const singles: Array<Sent> = []
+  for (let i = 1; i <= 30; i++) {
+    const news = singles.filter((s) => s.expected === "processed")
+    singles.push(
+      i % 5 === 0
+        ? ledger.send("orders", news[(i * 3) % news.length]!.event_id)
+        : ledger.send("orders", `order-${String(news.length + 1).padStart(4, "0")}`)
+    )
+  }
+  expect(singles.filter((s) => s.expected === "processed").length).toBe(24)
+  for (const sent of singles) {
+    await publishOne(url, sent, n++)
+    await delay(40)
+  }
+
+  // 4. One last batch: a new event, a repeat and an invalid one.
+  const last = ledger.send("payments", "payment-final")
+  const repeat = ledger.send("orders", "order-0001")
+  ledger.invalid()
+  await publishBatch(url, [event(last.topic, last.event_id, n++), event(repeat.topic, repeat.event_id, n++), {
+    topic: "payments",
+    timestamp: "2025-01-31T12:00:00Z"
+  }], ["processed", "dropped_duplicate", "rejected"])
+
+  // The figures become exactly what was sent.
+  const stored = ledger.stored.length
+  expect(ledger.received).toBe(1 + waves.reduce((a, b) => a + b, 0) + 30 + 3)
+  const rows = (await query<{ n: number }>(databaseUrl, "SELECT count(*)::int AS n FROM events"))[0]!.n
+  expect(rows).toBe(stored)
+  await expect.poll(() => figure(page, "received").then(integer), waitLong).toBe(ledger.received)
+  await expect.poll(() => figure(page, "stored").then(integer), waitLong).toBe(stored)
+  await expect.poll(() => figure(page, "duplicates").then(integer), waitLong).toBe(ledger.duplicates)
+  await expect.poll(() => figure(page, "rejected").then(integer), waitLong).toBe(ledger.rejected)
+  await expect.poll(() => figure(page, "db-rows").then(integer), waitLong).toBe(rows)
+  const duplicateRate = `${((ledger.duplicates / (stored + ledger.duplicates)) * 100).toFixed(1)}%`
+  expect(duplicateRate, "the traffic tells the rate apart from duplicates / received")
+    .not.toBe(`${((ledger.duplicates / ledger.received) * 100).toFixed(1)}%`)
+  await expect.poll(() => figure(page, "duplicate-rate"), waitLong).toBe(duplicateRate)
+  expect(await figure(page, "replicas")).toBe("1")
+  expect(await figure(page, "storage-failures")).toBe("0")
+  expect(await figure(page, "announcements-failed")).toBe("0")
+
+  // The newest twenty stored events, newest first.
+  const newestFirst = ledger.stored.slice(-20).reverse().map((e) => `${e.topic}/${e.event_id}`)
+  await expect.poll(() => newestEvents(page), waitLong).toEqual(newestFirst)
+  expect(await page.getByTestId("newest").getByTestId("event").count()).toBe(20)
+  await expect.poll(() => page.locator("#chart rect").count(), waitLong).toBeGreaterThan(0)
+
+  mkdirSync(screenshotDir, { recursive: true })
+  await page.screenshot({ path: `${screenshotDir}dashboard.png`, animations: "disabled" })
+
+  // events/s went above zero while events came in, and is back to 0 once nothing moves.
+  const rates = (await page.evaluate("window.__rates")) as Array<string>
+  expect(rates.some((r) => Number(r.replaceAll(",", "")) > 0), `events/s showed ${rates.join(" ")}`).toBe(true)
+  await expect.poll(() => figure(page, "events-per-second"), waitLong).toBe("0")
+
+  expect(consoleErrors).toEqual([])
+  expect(pageErrors).toEqual([])
+  expect(dialogs).toEqual([])
+  expect(foreignRequests).toEqual([])
+  expect(await page.evaluate("window.__csp")).toEqual([])
+
+  // When /stats fails the page says so, and recovers when it answers again.
+  await page.route("**/stats", (route) => route.fulfill({ status: 503, contentType: "application/json", body: "{}" }))
+  await expect.poll(() => figure(page, "stats-state"), waitLong).toBe("stats unavailable")
+  await page.unroute("**/stats")
+  await expect.poll(() => figure(page, "stats-state"), waitLong).toBe("live")
+  expect(await figure(page, "received").then(integer)).toBe(ledger.received)
+  expect(pageErrors).toEqual([])
+}
+
+describe.skipIf(skipWithoutPostgres || skipWithoutChromium)(
+  `the dashboard in Chromium${withoutPostgresNote}${withoutChromiumNote}`,
+  () => {
+    layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("GET /dashboard", (it) => {
+      it.scoped("shows the cluster figures, events/s, the chart and the newest events as text", () =>
+        Effect.gen(function*() {
+          expect(haveChromium, `no Chromium at ${chromiumPath} (CI never skips)`).toBe(true)
+          const { databaseUrl, url } = yield* TestAggregator
+          yield* Effect.promise(() => waitFor(`${url}/ready`))
+          const browser = yield* Effect.acquireRelease(
+            Effect.promise(() => chromium.launch({ executablePath: chromiumPath, args: chromiumArgs })),
+            (browser) => Effect.promise(() => browser.close())
+          )
+          yield* Effect.promise(() => scenario(browser, url, databaseUrl))
+        }), 180_000)
+    })
+  }
+)
