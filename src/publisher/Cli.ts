@@ -25,6 +25,10 @@ export interface Settings {
   readonly maxRetries: number
   readonly spotCheck: number
   readonly progressInterval: Duration.Duration
+  /** Where to write the one-page HTML report; none: no report. */
+  readonly report: Option.Option<string>
+  /** A summary saved from `--json` to turn into the report instead of running. */
+  readonly fromJson: Option.Option<string>
 }
 
 /** The settings of this invocation, from flags or, where a flag is absent, the environment. */
@@ -152,6 +156,24 @@ export const options = {
     "PROGRESS_INTERVAL",
     5,
     "Seconds between progress lines when stderr is not a terminal."
+  ),
+  report: Options.file("report").pipe(
+    Options.optional,
+    Options.withFallbackConfig(Config.option(Config.string("REPORT_FILE"))),
+    Options.map(Option.filter((path) => path.length > 0)),
+    Options.withDescription(
+      "After the run, write a self-contained one-page HTML report (headline figures, retries, the verification " +
+        "checks, latency percentiles and histogram) to this file, whether the run passed or not; its path goes to " +
+        "stderr. Env REPORT_FILE; default none."
+    )
+  ),
+  fromJson: Options.file("from-json").pipe(
+    Options.optional,
+    Options.withDescription(
+      "Do not run: read a summary saved from `--json` and write its report to the file given by --report " +
+        "(required then). The other flags are ignored. No environment variable, so a stray one cannot turn a " +
+        "run into a rendering."
+    )
   )
 }
 
@@ -161,6 +183,8 @@ export const makeCommand = <E, R>(run: (settings: Settings) => Effect.Effect<voi
     Command.withDescription(
       "Load generator for the log aggregator: sends events (a share of them duplicates) over POST /publish or " +
         "/publish/batch, retries what the server could not take, and verifies that every distinct event was " +
-        "stored exactly once. The summary goes to stdout, progress to stderr."
+        "stored exactly once. The summary goes to stdout, progress to stderr. With --report out.html it also " +
+        "writes a one-page HTML report with a latency histogram; `--from-json summary.json --report out.html` " +
+        "writes that report from a summary saved with --json, without a run."
     )
   )

@@ -12,6 +12,7 @@ import type { EventInput, StoredEvent } from "../domain/Event.js"
 import { Aggregator } from "./Aggregator.js"
 import { PublisherSettings, type Settings } from "./Cli.js"
 import { startProgress } from "./Progress.js"
+import { checkReportTarget, writeReport } from "./Report.js"
 import { type AttemptFailure, defaultBackoff, describeFailure } from "./Retry.js"
 import { deliverBatch, deliverOne, type RetryOptions, withRetries } from "./Sender.js"
 import { formatSummary, latencyOf, type Observation, sameJson, succeeded, type Summary, verify } from "./Summary.js"
@@ -169,6 +170,9 @@ const program = Effect.gen(function*() {
   const tally = new Tally(workload.items.length, workload.distinctKeys)
   const retry: RetryOptions = { maxRetries: settings.maxRetries, policy: defaultBackoff }
 
+  if (Option.isSome(settings.report)) yield* checkReportTarget(settings.report.value)
+  const startedAt = new Date(yield* Clock.currentTimeMillis).toISOString()
+
   yield* waitUntilReady
 
   const before = settings.verify ? yield* baseline(retry) : { rows: null, seq: null }
@@ -190,6 +194,7 @@ const program = Effect.gen(function*() {
     concurrency: settings.concurrency,
     seed,
     run_id: workload.runId,
+    started_at: startedAt,
     ...counts,
     elapsed_seconds: Math.round(elapsedSeconds * 1000) / 1000,
     events_per_second: Math.round(((counts.processed + counts.duplicates) / Math.max(elapsedSeconds, 1e-9)) * 10) / 10,
@@ -201,13 +206,19 @@ const program = Effect.gen(function*() {
   }
   const ok = succeeded(summary)
   yield* Console.log(settings.json ? JSON.stringify({ ok, ...summary }, null, 2) : formatSummary(summary))
+  // written whether or not the run verified; a run that failed reports that failure, not the report's
+  const reported = Option.isSome(settings.report)
+    ? yield* Effect.either(writeReport(settings.report.value, summary))
+    : Either.void
   if (!ok) {
+    if (Either.isLeft(reported)) yield* note(reported.left.message)
     return yield* new PublishFailed({
       message: counts.failed + counts.rejected > 0
         ? `${counts.failed} events failed and ${counts.rejected} were rejected`
         : `verification failed: ${verification?.checks.filter((c) => !c.ok).map((c) => c.name).join("; ")}`
     })
   }
+  if (Either.isLeft(reported)) return yield* reported.left
 })
 
 /**

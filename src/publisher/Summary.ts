@@ -10,11 +10,46 @@ export const sortedPercentile = (sorted: ArrayLike<number>, p: number): number =
   return sorted[rank - 1]
 }
 
+/** Inclusive upper bounds, in ms, of the latency histogram's buckets; one more bucket, "+Inf", takes the rest. */
+export const LATENCY_BUCKETS_MS: ReadonlyArray<number> = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
+
+export interface Bucket {
+  /** Inclusive upper bound in ms; "+Inf" for the last bucket. */
+  readonly le_ms: number | "+Inf"
+  /** Samples in this bucket only — above the previous bucket's bound, at most this one's (not cumulative). */
+  readonly count: number
+}
+
+/** The index of the first bound ≥ `ms` (bounds ascending), or `bounds.length` — the "+Inf" bucket — if none is. */
+export const bucketIndex = (ms: number, bounds: ReadonlyArray<number> = LATENCY_BUCKETS_MS): number => {
+  let lo = 0, hi = bounds.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (bounds[mid] >= ms) hi = mid
+    else lo = mid + 1
+  }
+  return lo
+}
+
+/** Non-cumulative counts of `samples` per bucket of `bounds` (ascending), plus a last "+Inf" bucket. */
+export const histogramOf = (
+  samples: ArrayLike<number>,
+  bounds: ReadonlyArray<number> = LATENCY_BUCKETS_MS
+): Array<Bucket> => {
+  const counts = new Array<number>(bounds.length + 1).fill(0)
+  for (let i = 0; i < samples.length; i++) counts[bucketIndex(samples[i], bounds)]++
+  return counts.map((count, i) => ({ le_ms: i < bounds.length ? bounds[i] : "+Inf", count }))
+}
+
 export interface Latency {
   readonly p50: number
   readonly p95: number
   readonly p99: number
   readonly max: number
+  /** Requests answered (processed, duplicate or rejected), each timed from its first attempt: the samples. */
+  readonly samples: number
+  /** The samples per bucket of LATENCY_BUCKETS_MS; the counts are per bucket, not cumulative, and sum to `samples`. */
+  readonly histogram: ReadonlyArray<Bucket>
 }
 
 export const latencyOf = (samples: ArrayLike<number>): Latency | null => {
@@ -25,7 +60,9 @@ export const latencyOf = (samples: ArrayLike<number>): Latency | null => {
     p50: round(sortedPercentile(sorted, 50)),
     p95: round(sortedPercentile(sorted, 95)),
     p99: round(sortedPercentile(sorted, 99)),
-    max: round(sorted[sorted.length - 1])
+    max: round(sorted[sorted.length - 1]),
+    samples: sorted.length,
+    histogram: histogramOf(sorted)
   }
 }
 
@@ -150,6 +187,8 @@ export interface Summary extends Counts {
   readonly concurrency: number
   readonly seed: number
   readonly run_id: string
+  /** When the run started, ISO 8601 UTC. */
+  readonly started_at: string
   readonly elapsed_seconds: number
   /** Events answered (processed or duplicate) per second of sending. */
   readonly events_per_second: number
@@ -163,7 +202,9 @@ export interface Summary extends Counts {
 }
 
 /** Exit status: 0 only when nothing finally failed or was rejected and, when verified, every check held. */
-export const succeeded = (s: Summary): boolean =>
+export const succeeded = (
+  s: Pick<Summary, "failed" | "rejected"> & { readonly verification: { readonly ok: boolean } | null }
+): boolean =>
   s.failed === 0 && s.rejected === 0 && (s.verification === null || s.verification.ok)
 
 const n = (x: number) => x.toLocaleString("en-US")

@@ -6,16 +6,20 @@ import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { makeCommand } from "./Cli.js"
+import { ReportFailed, reportFromJson } from "./Report.js"
 import { PublishFailed, publish } from "./Run.js"
 
-const cli = Command.run(makeCommand(publish), { name: "publisher", version: "0.1.0" })
+const cli = Command.run(
+  makeCommand((settings) => Option.isSome(settings.fromJson) ? reportFromJson(settings) : publish(settings)),
+  { name: "publisher", version: "0.1.0" }
+)
 
 // @effect/cli prints its own usage errors; a PublishFailed follows a printed summary.
 const report = (cause: Cause.Cause<unknown>) => {
   if (Cause.isInterruptedOnly(cause)) return Effect.void
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) return Effect.void
-  if (Option.isSome(failure) && failure.value instanceof PublishFailed) {
+  if (Option.isSome(failure) && (failure.value instanceof PublishFailed || failure.value instanceof ReportFailed)) {
     return Console.error(`publisher: ${failure.value.message}`)
   }
   return Console.error(Cause.pretty(cause))

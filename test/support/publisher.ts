@@ -3,14 +3,21 @@ import { spawn } from "node:child_process"
 // vitest sets MODE=test, and a developer's shell may set others: the publisher must see only its flags.
 const publisherEnv = [
   "AGGREGATOR_URL", "EVENTS", "DUPLICATES", "TOPICS", "MODE", "BATCH_SIZE", "CONCURRENCY", "RATE", "SEED", "VERIFY",
-  "JSON_SUMMARY", "REQUEST_TIMEOUT", "READY_TIMEOUT", "MAX_RETRIES", "SPOT_CHECK", "PROGRESS_INTERVAL", "API_KEY"
+  "JSON_SUMMARY", "REQUEST_TIMEOUT", "READY_TIMEOUT", "MAX_RETRIES", "SPOT_CHECK", "PROGRESS_INTERVAL", "API_KEY",
+  "REPORT_FILE"
 ]
 const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !publisherEnv.includes(k)))
 
-/** `node dist/publisher` with the given flags; its environment cleared of the publisher's own settings. */
-export const runPublisher = (args: ReadonlyArray<string>) =>
+/**
+ * `node dist/publisher` with the given flags; its environment cleared of the publisher's own settings, then
+ * given `env`.
+ */
+export const runPublisher = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, ["dist/publisher", ...args], { env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] })
+    const child = spawn(process.execPath, ["dist/publisher", ...args], {
+      env: { ...cleanEnv(), ...env },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
     let stdout = "", stderr = ""
     child.stdout.on("data", (d) => (stdout += d))
     child.stderr.on("data", (d) => (stderr += d))
