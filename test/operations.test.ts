@@ -115,6 +115,12 @@ describe.skipIf(skipWithoutPostgres)(`metrics, request ids and logs of a running
       })
       expect(batch.status).toBe(200)
       expect((await postJson(`${agg.url}/publish`, "{not json")).status).toBe(422)
+      // a live-tail stream is open for as long as its client wants: it is not a latency
+      const stream = new AbortController()
+      const tail = await fetch(`${agg.url}/events/stream`, { signal: stream.signal })
+      expect(tail.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/)
+      await tail.body!.getReader().read()
+      stream.abort()
 
       const [after, stats] = [await scrape(agg.url), await statsOf(agg.url)]
       const events = (result: string) => valueOf(after, "aggregator_events_total", { result })
@@ -146,6 +152,7 @@ describe.skipIf(skipWithoutPostgres)(`metrics, request ids and logs of a running
       expect(valueOf(after, "aggregator_http_request_duration_seconds_bucket", { route: "POST /publish", status: "201", le: "+Inf" }))
         .toBe(created)
       expect(after.samples.some((s) => s.labels.route?.includes("m-0"))).toBe(false)
+      expect(after.samples.some((s) => s.labels.route === "GET /events/stream")).toBe(false)
 
       // group commit: every valid event written once per submission (the batch writes b-1, b-2, m-0)
       expect(valueOf(after, "aggregator_batch_size_events_sum")).toBe(50 + 3)

@@ -43,13 +43,14 @@ const tail = (file, lines = 30) => {
  * Starts the aggregator and waits until `/ready` answers 200 (connected and migrated).
  * `profile` names a .cpuprofile written into `outDir` when the process exits.
  */
-export const startAggregator = async ({ name, databaseUrl, env = {}, outDir, profile = false }) => {
+export const startAggregator = async ({ name, databaseUrl, env = {}, outDir, profile = false, cwd = process.cwd() }) => {
   const port = await freePort()
   const log = join(outDir, `aggregator-${name}.log`)
   const fd = openSync(log, "a")
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !OWNED.includes(k)))
   const args = profile ? ["--cpu-prof", `--cpu-prof-dir=${outDir}`, `--cpu-prof-name=aggregator-${name}.cpuprofile`] : []
   const child = spawn(process.execPath, [...args, "dist/aggregator"], {
+    cwd,
     env: { ...inherited, DATABASE_URL: databaseUrl, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "WARN", ...env },
     stdio: ["ignore", fd, fd]
   })

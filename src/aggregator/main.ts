@@ -4,12 +4,17 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
+import { withRequestIds } from "./Observe.js"
 import { AggregatorLive } from "./Server.js"
 
 const LoggingLive = Layer.unwrapEffect(
   Effect.map(
     Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
-    (level) => Layer.merge(Logger.json, Logger.minimumLogLevel(level))
+    (level) =>
+      Layer.merge(
+        Logger.replace(Logger.defaultLogger, Logger.withConsoleLog(withRequestIds(Logger.jsonLogger))),
+        Logger.minimumLogLevel(level)
+      )
   )
 )
 

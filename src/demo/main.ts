@@ -42,12 +42,14 @@ const demo = Effect.gen(function*() {
     Effect.orDieWith(() => new Error(`the aggregator did not become ready at ${url}/ready`))
   )
 
-  yield* Effect.log("running the publisher's default load: 20,000 events, 30% duplicates")
+  yield* Effect.log(
+    `running the publisher's default load: 20,000 events, 30% duplicates — watch it live at ${url}/dashboard`
+  )
   const code = yield* Command.exitCode(program("publisher", process.argv.slice(2), { AGGREGATOR_URL: url }))
   if (code !== 0) yield* Effect.logWarning(`the publisher exited with ${code}`)
 
   yield* Effect.log(
-    `the aggregator keeps running at ${url} — try ${url}/stats, ${url}/events?limit=5, ${url}/docs. Ctrl-C stops it; data stays in ./data (npm run reset clears it).`
+    `the aggregator keeps running at ${url} — try ${url}/dashboard, ${url}/stats, ${url}/events?limit=5, ${url}/metrics, ${url}/docs. Ctrl-C stops it; data stays in ./data (npm run reset clears it).`
   )
   const stopped = yield* aggregatorExit
   yield* Effect.logWarning(`the aggregator stopped (${JSON.stringify(stopped)})`)

@@ -1,0 +1,93 @@
+// A/B: the same load against two builds of the aggregator, alternating, in one run on one machine.
+//
+//   node bench/compare.mjs <before-dir> [<after-dir>=.]
+//
+// Each directory must hold a built `dist/aggregator` (and its node_modules). For each round and each build:
+// a fresh database, a fresh aggregator, a warm-up, then single-event `POST /publish` (64 connections, 30%
+// re-sends) and `GET /`, each for BENCH_DURATION seconds. Prints events/s and req/s per round and the
+// after/before ratio of the medians. Rows stored are checked against the 201s, as in bench/run.mjs.
+import { mkdtempSync } from "node:fs"
+import os from "node:os"
+import { join, resolve } from "node:path"
+import pg from "pg"
+import { startAggregator } from "./lib/aggregator.mjs"
+import { markdownTable } from "./lib/report.mjs"
+import { fmt, getLoad, singleEvent } from "./lib/workloads.mjs"
+
+const [beforeDir, afterDir = "."] = process.argv.slice(2)
+if (beforeDir === undefined) {
+  console.error("usage: node bench/compare.mjs <before-dir> [<after-dir>]")
+  process.exit(2)
+}
+const num = (name, fallback) => (process.env[name] === undefined ? fallback : Number(process.env[name]))
+const cfg = {
+  rounds: num("BENCH_ROUNDS", 3),
+  duration: num("BENCH_DURATION", 10),
+  warmup: num("BENCH_WARMUP", 3),
+  connections: num("BENCH_CONNECTIONS", 64),
+  dupShare: num("BENCH_DUP_SHARE", 0.3)
+}
+const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
+const outDir = mkdtempSync(join(os.tmpdir(), "bench-compare-"))
+const builds = [["before", resolve(beforeDir)], ["after", resolve(afterDir)]]
+
+const admin = async (sql) => {
+  const c = new pg.Client({ connectionString: adminUrl })
+  await c.connect()
+  try {
+    return await c.query(sql)
+  } finally {
+    await c.end()
+  }
+}
+const query = async (url, sql, params) => {
+  const c = new pg.Client({ connectionString: url })
+  await c.connect()
+  try {
+    return await c.query(sql, params)
+  } finally {
+    await c.end()
+  }
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
+const results = { before: { publish: [], alive: [] }, after: { publish: [], alive: [] } }
+const rows = []
+let failed = false
+for (let round = 1; round <= cfg.rounds; round++) {
+  // alternate which build goes first, so drift on the machine does not favour one
+  const order = round % 2 === 1 ? builds : [...builds].reverse()
+  for (const [name, dir] of order) {
+    const db = `bench_cmp_${process.pid}_${round}_${name}`
+    await admin(`CREATE DATABASE ${db}`)
+    const url = new URL(adminUrl)
+    url.pathname = `/${db}`
+    const agg = await startAggregator({ name: `${name}-${round}`, databaseUrl: url.toString(), outDir, cwd: dir })
+    try {
+      await singleEvent({ url: agg.url, topic: "warmup", prefix: "w", connections: cfg.connections, duration: cfg.warmup, dupShare: cfg.dupShare })
+      const load = await singleEvent({ url: agg.url, topic: "bench", prefix: "e", connections: cfg.connections, duration: cfg.duration, dupShare: cfg.dupShare })
+      const ids = (await query(url.toString(), "SELECT event_id FROM events WHERE topic = 'bench'")).rows.map((r) => r.event_id)
+      const check = load.verify(ids)
+      if (!check.ok) failed = true
+      const alive = await getLoad({ url: agg.url, path: "/", connections: cfg.connections, duration: cfg.duration })
+      results[name].publish.push(load.eventsPerSec)
+      results[name].alive.push(alive.perSec)
+      rows.push([String(round), name, fmt(load.eventsPerSec), fmt(alive.perSec), check.text])
+      console.error(`round ${round} ${name}: ${fmt(load.eventsPerSec)} events/s, GET / ${fmt(alive.perSec)} req/s`)
+    } finally {
+      await agg.stop()
+      await admin(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`)
+    }
+  }
+}
+
+console.log(`\n${new Date().toISOString()} · node ${process.version} · ${os.cpus().length} cores · ${cfg.rounds} rounds × ${cfg.duration} s, ` +
+  `${cfg.connections} connections, ${cfg.dupShare * 100}% re-sends\nbefore: ${builds[0][1]}\nafter:  ${builds[1][1]}\n`)
+console.log(markdownTable(["round", "build", "POST /publish events/s", "GET / req/s", "stored vs 201s"], rows))
+const ratio = (what) => median(results.after[what]) / median(results.before[what])
+console.log(`\nmedian after/before: POST /publish ${ratio("publish").toFixed(3)}, GET / ${ratio("alive").toFixed(3)}`)
+process.exit(failed ? 1 : 0)
