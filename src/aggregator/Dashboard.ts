@@ -275,11 +275,15 @@ tr.fresh td { animation: fresh 1.6s ease-out; }
     set("events-per-second", "—");
   };
 
+  // where the aggregator's routes are, from this page's own path, so the page also works behind a proxy that
+  // serves the aggregator under a path prefix (and at /dashboard/)
+  const root = location.pathname.replace(/dashboard\\/?$/, "");
+
   const poll = async () => {
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), 5000);
     try {
-      const res = await fetch("/stats", { cache: "no-store", headers: { accept: "application/json" }, signal: abort.signal });
+      const res = await fetch(root + "stats", { cache: "no-store", headers: { accept: "application/json" }, signal: abort.signal });
       if (!res.ok) throw new Error("HTTP " + res.status);
       render(await res.json());
     } catch (e) {
@@ -399,7 +403,7 @@ tr.fresh td { animation: fresh 1.6s ease-out; }
   let source = null;
   const tail = () => {
     pill("tail-pill", "warn", source === null ? "connecting" : "reconnecting", "tail-state");
-    source = new EventSource("/events/stream");
+    source = new EventSource(root + "events/stream");
     source.onopen = () => pill("tail-pill", "ok", "connected", "tail-state");
     source.onmessage = (m) => {
       let e;

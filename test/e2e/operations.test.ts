@@ -69,8 +69,8 @@ layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: opera
       expect(res.status).toBe(200)
       expect(res.headers.get("content-type")).toMatch(/^text\/html/)
       expect(res.headers.get("content-security-policy")).toContain("default-src 'none'")
-      expect(res.text).toContain("/stats")
-      expect(res.text).toContain("/events/stream")
+      expect(res.text).toContain('fetch(root + "stats"')
+      expect(res.text).toContain('new EventSource(root + "events/stream")')
       // nothing loaded from elsewhere
       expect(res.text).not.toMatch(/<(script|link|img)[^>]+(src|href)=["']?(https?:)?\/\//i)
     }))
