@@ -1,4 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
+import * as net from "node:net"
 import { afterAll, beforeAll } from "vitest"
 import { Effect, FastCheck as fc, Metric, MetricBoundaries } from "effect"
 import { renderPrometheus } from "../src/aggregator/Metrics.js"
@@ -115,6 +116,21 @@ describe.skipIf(skipWithoutPostgres)(`metrics, request ids and logs of a running
       })
       expect(batch.status).toBe(200)
       expect((await postJson(`${agg.url}/publish`, "{not json")).status).toBe(422)
+      // a client that leaves while its body is still being read: counted as 499, not lost, nothing stored
+      await new Promise<void>((resolve, reject) => {
+        const socket = net.connect(Number(new URL(agg.url).port), "127.0.0.1", () => {
+          socket.write("POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"topic\"")
+          setTimeout(() => {
+            socket.destroy()
+            resolve()
+          }, 200)
+        })
+        socket.on("error", reject)
+      })
+      await expect.poll(async () =>
+        sumOf(await scrape(agg.url), "aggregator_http_request_duration_seconds_count", { route: "POST /publish", status: "499" }), {
+        timeout: 5_000
+      }).toBe(1)
       // a live-tail stream is open for as long as its client wants: it is not a latency
       const stream = new AbortController()
       const tail = await fetch(`${agg.url}/events/stream`, { signal: stream.signal })
@@ -178,6 +194,28 @@ describe.skipIf(skipWithoutPostgres)(`metrics, request ids and logs of a running
     expect(await agg.exited).toBe(0)
   }, 60_000)
 
+  it("a client that leaves during a slow commit: its request still ends (counted 499) and the event is stored once", async () => {
+    // Node never calls a destroyed response's `end` callback; the server must not wait for it forever
+    const agg = spawnAggregator({ DATABASE_URL: db.url, FLUSH_WINDOW_MS: "1500", LOG_SUMMARY_INTERVAL_MS: "60000" }, await freePort())
+    try {
+      await waitFor(`${agg.url}/ready`)
+      const left = new AbortController()
+      const answer = postJson(`${agg.url}/publish`, event("gone", "g-1"), { signal: left.signal })
+      setTimeout(() => left.abort(), 200)
+      await expect(answer).rejects.toThrow()
+      await expect.poll(async () =>
+        sumOf(await scrape(agg.url), "aggregator_http_request_duration_seconds_count", { route: "POST /publish", status: "499" }), {
+        timeout: 10_000
+      }).toBe(1)
+      const again = await postJson(`${agg.url}/publish`, event("gone", "g-1"))
+      expect(again.status).toBe(200)
+      expect((await statsOf(agg.url)).uptime_stats).toMatchObject({ unique_processed: 1, duplicate_dropped: 1, rejected: 0 })
+    } finally {
+      agg.child.kill("SIGTERM")
+    }
+    expect(await agg.exited).toBe(0)
+  }, 60_000)
+
   it("logs JSON lines with the service name, a periodic summary instead of a line per event, and no payloads or keys", async () => {
     const secret = "key-Zq8-secret"
     const agg = spawnAggregator(
@@ -229,7 +267,7 @@ describe.skipIf(skipWithoutPostgres)(`metrics, request ids and logs of a running
       await waitFor(`${agg.url}/ready`)
       const ids: Array<string> = []
       for (let i = 0; i < 5; i++) {
-        const res = await postJson(`${agg.url}/publish`, event("ids", `i-${i}`))
+        const res = await postJson(`${agg.url}/publish`, event("TOPIC-MARKER", `ID-MARKER-D${i}`, { secret: "PAYLOAD-MARKER" }))
         expect(res.status).toBe(201)
         ids.push(res.headers.get("x-request-id")!)
       }
@@ -253,7 +291,14 @@ describe.skipIf(skipWithoutPostgres)(`metrics, request ids and logs of a running
       }
       expect(requests.find((l) => l.annotations.request_id === "lb-42.a:b")?.annotations).toMatchObject({ status: 422 })
       expect(requests.find((l) => l.annotations.status === 404)?.annotations.route).toBe("other")
-      expect(agg.output()).not.toContain("i-0")
+      // even at Debug: nothing from the body, the path's values or the query
+      expect((await fetch(`${agg.url}/events/TOPIC-MARKER/ID-MARKER-D0?x=QUERY-MARKER`)).status).toBe(200)
+      await expect.poll(() => logLines(agg).filter((l) => l.annotations.route === "GET /events/:topic/:event_id").length, {
+        timeout: 5_000
+      }).toBe(1)
+      for (const marker of ["PAYLOAD-MARKER", "TOPIC-MARKER", "ID-MARKER", "QUERY-MARKER"]) {
+        expect(agg.output()).not.toContain(marker)
+      }
     } finally {
       agg.child.kill("SIGTERM")
     }

@@ -1,5 +1,6 @@
 import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type { Readable } from "node:stream"
 import * as Zlib from "node:zlib"
@@ -7,6 +8,9 @@ import { PayloadTooLarge, UnsupportedMediaType, ValidationFailed } from "../doma
 import { duplicateKey } from "./JsonKeys.js"
 
 const jsonType = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i
+
+/** The client went away before its whole body arrived: there is no event, and nobody to answer. */
+export class ClientGone extends Data.TaggedError("ClientGone") {}
 
 const bodyError = (message: string) => new ValidationFailed({ message, issues: [{ path: "", message }] })
 
@@ -79,7 +83,11 @@ export const readBody = (request: HttpServerRequest.HttpServerRequest, maxBytes:
     }
 
     const bytes = yield* readLimited(source, maxBytes).pipe(
-      Effect.mapError((e) => bodyError(source === incoming ? `could not read the body: ${e.message}` : `body is not valid ${encoding} data`))
+      Effect.mapError((e) =>
+        incoming.destroyed && !incoming.complete
+          ? new ClientGone()
+          : bodyError(source === incoming ? `could not read the body: ${e.message}` : `body is not valid ${encoding} data`)
+      )
     )
     if (bytes === "too_large") return yield* tooLarge()
     let text: string

@@ -27,7 +27,7 @@ import {
   ValidationFailed
 } from "../domain/Errors.js"
 import type { BatchItemResult, StoredEvent } from "../domain/Event.js"
-import { presetBody, readBody } from "./Body.js"
+import { ClientGone, presetBody, readBody } from "./Body.js"
 import { Broker } from "./Broker.js"
 import { AggregatorConfig } from "./Config.js"
 import { Draining } from "./Lifecycle.js"
@@ -35,7 +35,7 @@ import { Database } from "./Database.js"
 import { Batcher } from "./Batcher.js"
 import { eventKey, EventStore, type NewEvent } from "./EventStore.js"
 import { Stats } from "./Stats.js"
-import { routesOf } from "./Routes.js"
+import { routes } from "./Routes.js"
 import { toNewEvent, validateItem } from "./Validation.js"
 import { dashboardPage } from "./Dashboard.js"
 import * as Metrics from "./Metrics.js"
@@ -280,7 +280,6 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
     const config = yield* AggregatorConfig
     const stats = yield* Stats
     const draining = yield* Draining
-    const routes = routesOf(AggregatorApi)
     const retryAfter = { "retry-after": String(config.retryAfterSeconds) }
     const authorize = config.apiKeys.length > 0 ? bearerCheck(config.apiKeys) : undefined
     const unauthorized = (verdict: "missing" | "invalid") =>
@@ -359,8 +358,10 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
         if (request.method === "POST" || request.method === "PUT" || request.method === "PATCH") {
           const body = yield* Effect.either(readBody(request, config.maxBodyBytes))
           if (Either.isLeft(body)) {
-            if (countsAsEvent) yield* countRejected
             const e = body.left
+            // a body cut off by the client going away is no event, and nobody reads this answer
+            if (e instanceof ClientGone) return HttpServerResponse.empty({ status: 499 })
+            if (countsAsEvent) yield* countRejected
             // The unread rest of an oversized body is not worth draining: close the connection.
             return e instanceof PayloadTooLarge
               ? json(413, encodeTooLarge(e), { connection: "close" })

@@ -1,4 +1,5 @@
 import * as HttpApi from "@effect/platform/HttpApi"
+import { AggregatorApi } from "../domain/Api.js"
 
 export interface Route {
   readonly method: string
@@ -19,3 +20,6 @@ export const routesOf = (api: HttpApi.HttpApi.Any): ReadonlyArray<Route> => {
   })
   return routes
 }
+
+/** The aggregator's endpoints. */
+export const routes = routesOf(AggregatorApi)
