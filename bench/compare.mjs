@@ -63,11 +63,12 @@ for (let round = 1; round <= cfg.rounds; round++) {
   const order = round % 2 === 1 ? builds : [...builds].reverse()
   for (const [name, dir] of order) {
     const db = `bench_cmp_${process.pid}_${round}_${name}`
-    await admin(`CREATE DATABASE ${db}`)
     const url = new URL(adminUrl)
     url.pathname = `/${db}`
-    const agg = await startAggregator({ name: `${name}-${round}`, databaseUrl: url.toString(), outDir, cwd: dir })
+    await admin(`CREATE DATABASE ${db}`)
+    let agg
     try {
+      agg = await startAggregator({ name: `${name}-${round}`, databaseUrl: url.toString(), outDir, cwd: dir })
       await singleEvent({ url: agg.url, topic: "warmup", prefix: "w", connections: cfg.connections, duration: cfg.warmup, dupShare: cfg.dupShare })
       const load = await singleEvent({ url: agg.url, topic: "bench", prefix: "e", connections: cfg.connections, duration: cfg.duration, dupShare: cfg.dupShare })
       const ids = (await query(url.toString(), "SELECT event_id FROM events WHERE topic = 'bench'")).rows.map((r) => r.event_id)
@@ -79,7 +80,7 @@ for (let round = 1; round <= cfg.rounds; round++) {
       rows.push([String(round), name, fmt(load.eventsPerSec), fmt(alive.perSec), check.text])
       console.error(`round ${round} ${name}: ${fmt(load.eventsPerSec)} events/s, GET / ${fmt(alive.perSec)} req/s`)
     } finally {
-      await agg.stop()
+      await agg?.stop()
       await admin(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`)
     }
   }

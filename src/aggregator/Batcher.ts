@@ -2,7 +2,6 @@ import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Metric from "effect/Metric"
 import * as Queue from "effect/Queue"
 import { Overloaded, StorageUnavailable } from "../domain/Errors.js"
 import { AggregatorConfig } from "./Config.js"
@@ -35,8 +34,7 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     const cap = config.flushMaxEvents
     const slots = yield* Effect.makeSemaphore(config.groupCommit ? config.flushConcurrency : config.dbPoolSize)
     let pending = 0
-    // registered at once, so a scrape shows them (empty) before the first flush
-    yield* Effect.all([Metric.value(Metrics.batchSize), Metric.value(Metrics.commitDuration)])
+    yield* Metrics.register(Metrics.batchSize, Metrics.commitDuration)
     let carry: Array<Pending> = []
     let closing = false
 

@@ -174,9 +174,7 @@ export class Broker extends Effect.Service<Broker>()("Aggregator/Broker", {
     let published = 0
     let failed = 0
     let clients = 0
-    // registered at zero, so a scrape shows both results before the first announcement
-    Metrics.announcedOk.unsafeUpdate(0, [])
-    Metrics.announcedFailed.unsafeUpdate(0, [])
+    yield* Metrics.register(Metrics.announcedOk, Metrics.announcedFailed)
 
     const transport = yield* Option.match(config.redisUrl, {
       onNone: () => Effect.succeed(inProcess(hub)),

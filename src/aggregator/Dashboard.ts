@@ -172,7 +172,7 @@ tr.fresh td { animation: fresh 1.6s ease-out; }
   </section>
   <section class="panel">
     <div class="panel-head">
-      <h2>Events per second <span class="meta">· last 60 s</span></h2>
+      <h2>Events per second <span class="meta">· last 60 s, each a 5 s average</span></h2>
       <div class="legend"><span class="l-stored">stored</span><span class="l-dup">duplicate</span><span class="l-rej">rejected</span></div>
     </div>
     <svg id="chart" data-testid="chart" role="img" aria-label="events per second over the last 60 seconds"></svg>
@@ -201,6 +201,10 @@ tr.fresh td { animation: fresh 1.6s ease-out; }
 (() => {
   const POLL_MS = 1000;
   const WINDOW_MS = 60000;
+  // Rates are averaged over this long. Behind a load balancer each poll may reach another replica, and each
+  // replica sees the others' counters as of their last report (CLUSTER_STATS_INTERVAL_MS, 2 s by default):
+  // one-second differences would swing between 0 and twice the true rate.
+  const RATE_WINDOW_MS = 5000;
   const NEWEST = 20;
   const SVG = "http://www.w3.org/2000/svg";
 
@@ -220,7 +224,7 @@ tr.fresh td { animation: fresh 1.6s ease-out; }
   };
 
   // ---- /stats: figures and rates ----
-  let previous = null;
+  let history = []; // {t, u}: the cluster counters at each poll, the last RATE_WINDOW_MS of them
   let samples = [];
 
   const render = (stats) => {
@@ -248,9 +252,12 @@ tr.fresh td { animation: fresh 1.6s ease-out; }
       ? "nothing accepted yet"
       : integer(u.duplicate_dropped) + " of " + integer(accepted) + " accepted";
 
+    const previous = history.length > 0 ? history[0] : null;
+    history.push({ t: now, u });
+    history = history.filter((h) => now - h.t <= RATE_WINDOW_MS);
     if (previous !== null) {
       const dt = (now - previous.t) / 1000;
-      // counters only grow; a drop means a replica left or restarted, so that interval counts as nothing
+      // counters only grow; a drop means a replica left or restarted, so that window counts as nothing
       const delta = (k) => Math.max(0, u[k] - previous.u[k]) / dt;
       if (dt > 0) {
         const sample = { t: now, stored: delta("unique_processed"), dup: delta("duplicate_dropped"), rej: delta("rejected") };
@@ -261,10 +268,9 @@ tr.fresh td { animation: fresh 1.6s ease-out; }
     } else {
       set("events-per-second", "0");
     }
-    previous = { t: now, u };
     samples = samples.filter((s) => now - s.t <= WINDOW_MS);
     const peak = samples.reduce((m, s) => Math.max(m, s.total), 0);
-    byId("peak").textContent = peak > 0 ? "peak " + perSecond(peak) + " in the last minute" : "received per second, all replicas";
+    byId("peak").textContent = peak > 0 ? "peak " + perSecond(peak) + " in the last minute" : "received per second (5 s average), all replicas";
     drawChart(now);
   };
 

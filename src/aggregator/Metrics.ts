@@ -168,5 +168,9 @@ export const renderPrometheus = (pairs: ReadonlyArray<MetricPair.MetricPair.Unty
   return lines.join("\n") + "\n"
 }
 
+/** Puts metrics in the registry at zero, so a scrape shows them before anything moves them. */
+export const register = (...metrics: ReadonlyArray<Metric.Metric<any, any, any>>) =>
+  Effect.forEach(metrics, Metric.value, { discard: true })
+
 /** The whole registry, rendered. */
 export const prometheusText = Effect.map(Metric.snapshot, (pairs) => renderPrometheus(pairs))

@@ -98,7 +98,11 @@ const makeWithUse = (options: PgliteClientOptions) =>
     const unlocked = makeConnection(db, (statement) => statement)
     const locked = options.unsafeNoLock
       ? unlocked
-      : makeConnection(db, (statement) => Effect.acquireUseRelease(take, () => statement, () => release))
+      : makeConnection(db, (statement) =>
+        // waits for the lock interruptibly (a timed-out ping gives up its place), as withPermits does
+        lock.withPermits(1)(
+          Effect.acquireUseRelease(Effect.sync(() => held++), () => statement, () => Effect.sync(() => held--))
+        ))
     const holdLock = options.unsafeNoLock ? Effect.void : Effect.acquireRelease(take, () => release)
 
     const client = yield* SqlClient.make({

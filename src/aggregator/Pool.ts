@@ -5,7 +5,7 @@ export interface PoolUse {
   readonly max: number
   readonly inUse: number
   readonly idle: number
-  /** Queries waiting for a connection; undefined where the client cannot tell. */
+  /** Queries waiting for a connection; undefined where the client cannot tell (PGlite). */
   readonly waiting: number | undefined
 }
 

@@ -29,27 +29,28 @@ export class Stats extends Effect.Service<Stats>()("Aggregator/Stats", {
     const counters = yield* Ref.make(zero)
     const storageFailures = yield* Ref.make(0)
     const startedAt = new Date()
-    // registered at zero, so a scrape shows every result before the first event
-    yield* Effect.forEach(
-      [Metrics.processedEvents, Metrics.duplicateEvents, Metrics.rejectedEvents, Metrics.storageFailures],
-      (counter) => Metric.incrementBy(counter, 0),
-      { discard: true }
+    yield* Metrics.register(
+      Metrics.processedEvents,
+      Metrics.duplicateEvents,
+      Metrics.rejectedEvents,
+      Metrics.storageFailures
     )
+    // Each pair of updates is one step: an interruption between them would let /stats and /metrics disagree.
     return {
       record: (o: Outcome) =>
-        Effect.zipRight(
+        Effect.uninterruptible(Effect.zipRight(
           Ref.update(counters, (s) => addOutcome(s, o)),
           Effect.sync(() => {
             if (o.processed > 0) Metrics.processedEvents.unsafeUpdate(o.processed, [])
             if (o.duplicates > 0) Metrics.duplicateEvents.unsafeUpdate(o.duplicates, [])
             if (o.rejected > 0) Metrics.rejectedEvents.unsafeUpdate(o.rejected, [])
           })
-        ),
+        )),
       recordStorageFailure: (events: number) =>
-        Effect.zipRight(
+        Effect.uninterruptible(Effect.zipRight(
           Ref.update(storageFailures, (n) => n + events),
           Metric.incrementBy(Metrics.storageFailures, events)
-        ),
+        )),
       snapshot: Ref.get(counters),
       storageFailures: Ref.get(storageFailures),
       startedAt,
