@@ -1,6 +1,8 @@
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { existsSync, mkdirSync } from "node:fs"
+import * as http from "node:http"
+import type * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import { type Browser, chromium, type Page } from "playwright-core"
 import { aggregatorLayer, postJson, TestAggregator, waitFor } from "./support/aggregator.js"
@@ -275,6 +277,59 @@ const scenario = async (browser: Browser, url: string, databaseUrl: string) => {
   expect(pageErrors).toEqual([])
 }
 
+/** A reverse proxy that serves `target` under `/prefix` (and nothing else), as a shared ingress would. */
+const prefixProxy = (target: string, prefix: string) =>
+  new Promise<{ url: string; close: () => Promise<void> }>((resolve) => {
+    const upstream = new URL(target)
+    const server = http.createServer((req, res) => {
+      if (!req.url?.startsWith(`${prefix}/`)) {
+        res.writeHead(404).end()
+        return
+      }
+      const forward = http.request(
+        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url.slice(prefix.length), headers: req.headers },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers)
+          answer.pipe(res)
+        }
+      )
+      forward.on("error", () => res.destroy())
+      req.pipe(forward)
+    })
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo
+      resolve({
+        url: `http://127.0.0.1:${port}${prefix}`,
+        close: () =>
+          new Promise((done) => {
+            server.closeAllConnections()
+            server.close(() => done())
+          })
+      })
+    })
+  })
+
+/** Behind a proxy that adds a path prefix the page finds /stats and the live tail under the same prefix. */
+const behindPrefix = async (browser: Browser, url: string) => {
+  const proxy = await prefixProxy(url, "/ops/aggregator")
+  const page = await browser.newPage()
+  try {
+    const requests: Array<string> = []
+    page.on("request", (r) => requests.push(new URL(r.url()).pathname))
+    expect((await page.goto(`${proxy.url}/dashboard/`))?.status()).toBe(200)
+    await expect.poll(() => figure(page, "tail-state"), waitLong).toBe("connected")
+    await expect.poll(() => figure(page, "stats-state"), waitLong).toBe("live")
+    const topic = `prefix-${Date.now()}`
+    expect((await postJson(`${url}/publish`, event(topic, "through-the-proxy", 1))).status).toBe(201)
+    await expect.poll(() => newestEvents(page), waitLong).toContain(`${topic}/through-the-proxy`)
+    expect(requests).toContain("/ops/aggregator/stats")
+    expect(requests).toContain("/ops/aggregator/events/stream")
+  } finally {
+    await page.close()
+    await proxy.close()
+  }
+}
+
 describe.skipIf(skipWithoutPostgres || skipWithoutChromium)(
   `the dashboard in Chromium${withoutPostgresNote}${withoutChromiumNote}`,
   () => {
@@ -289,6 +344,7 @@ describe.skipIf(skipWithoutPostgres || skipWithoutChromium)(
             (browser) => Effect.promise(() => browser.close())
           )
           yield* Effect.promise(() => scenario(browser, url, databaseUrl))
+          yield* Effect.promise(() => behindPrefix(browser, url))
         }), 180_000)
     })
   }
