@@ -1,13 +1,22 @@
-import { describe, expect, layer } from "@effect/vitest"
+import { describe, expect, it, layer } from "@effect/vitest"
+import { afterAll, beforeAll } from "vitest"
 import { Effect } from "effect"
 import { existsSync, mkdirSync } from "node:fs"
 import * as http from "node:http"
 import type * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import { type Browser, chromium, type Page } from "playwright-core"
-import { aggregatorLayer, postJson, TestAggregator, waitFor } from "./support/aggregator.js"
-import { inCI, skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
-import { query } from "./support/database.js"
+import { aggregatorLayer, postJson, type Spawned, spawnAggregator, TestAggregator, waitFor } from "./support/aggregator.js"
+import {
+  inCI,
+  redisUrl,
+  skipWithoutPostgres,
+  skipWithoutRedis,
+  withoutPostgresNote,
+  withoutRedisNote
+} from "./support/backends.js"
+import { freshDatabase, query } from "./support/database.js"
+import { freePort } from "./support/live.js"
 
 // GET /dashboard in a real Chromium: the figures, the live tail and the chart against real traffic.
 
@@ -347,5 +356,71 @@ describe.skipIf(skipWithoutPostgres || skipWithoutChromium)(
           yield* Effect.promise(() => behindPrefix(browser, url))
         }), 180_000)
     })
+  }
+)
+
+/** Two replicas sharing PostgreSQL and Redis: the page on one shows the cluster's sums and the other's events. */
+const twoReplicas = async (browser: Browser, a: string, b: string) => {
+  const page = await browser.newPage()
+  try {
+    await page.goto(`${a}/dashboard`)
+    await expect.poll(() => figure(page, "tail-state"), waitLong).toBe("connected")
+    await expect.poll(() => figure(page, "replicas"), waitLong).toBe("2")
+    // B's events reach A's live tail through Redis once A's subscription is live: probe until one shows
+    let n = 0
+    await expect.poll(async () => {
+      expect((await postJson(`${b}/publish`, event("probe", `probe-${n++}`, n))).status).toBe(201)
+      return (await newestEvents(page)).some((e) => e.startsWith("probe/"))
+    }, waitLong).toBe(true)
+    const before = { a: (await (await fetch(`${a}/stats`)).json()) as any, b: (await (await fetch(`${b}/stats`)).json()) as any }
+    const received = before.a.uptime_stats.received + before.b.uptime_stats.received
+    // 10 new events through A, 15 through B of which 5 re-send A's
+    for (let i = 0; i < 10; i++) expect((await postJson(`${a}/publish`, event("replicas", `via-a-${i}`, i))).status).toBe(201)
+    for (let i = 0; i < 15; i++) {
+      const id = i < 5 ? `via-a-${i}` : `via-b-${i}`
+      expect((await postJson(`${b}/publish`, event("replicas", id, i))).status).toBe(i < 5 ? 200 : 201)
+    }
+    await expect.poll(() => figure(page, "received").then(integer), waitLong).toBe(received + 25)
+    const own = (await (await fetch(`${a}/stats`)).json()) as any
+    // the page shows more than the replica it is served by
+    expect(own.uptime_stats.received).toBeLessThan(received + 25)
+    await expect.poll(() => newestEvents(page), waitLong).toContain("replicas/via-b-14")
+    expect(await newestEvents(page)).toContain("replicas/via-a-9")
+  } finally {
+    await page.close()
+  }
+}
+
+describe.skipIf(skipWithoutPostgres || skipWithoutRedis || skipWithoutChromium)(
+  `the dashboard of one replica of two${withoutPostgresNote}${withoutRedisNote}${withoutChromiumNote}`,
+  () => {
+    let db: Awaited<ReturnType<typeof freshDatabase>>
+    let replicas: Array<Spawned> = []
+    beforeAll(async () => {
+      db = await freshDatabase("dash2")
+      const env = {
+        DATABASE_URL: db.url,
+        REDIS_URL: redisUrl,
+        REDIS_PREFIX: `la-dash-${process.pid}-${Date.now().toString(36)}:`,
+        CLUSTER_STATS_INTERVAL_MS: "200"
+      }
+      replicas = [spawnAggregator(env, await freePort()), spawnAggregator(env, await freePort())]
+      await Promise.all(replicas.map((r) => waitFor(`${r.url}/ready`)))
+    })
+    afterAll(async () => {
+      for (const r of replicas) r.child.kill("SIGTERM")
+      await Promise.all(replicas.map((r) => r.exited))
+      await db?.drop()
+    })
+
+    it.live("sums the replicas' counters and shows the other replica's events from the live tail", () =>
+      Effect.gen(function*() {
+        expect(haveChromium, `no Chromium at ${chromiumPath} (CI never skips)`).toBe(true)
+        const browser = yield* Effect.acquireRelease(
+          Effect.promise(() => chromium.launch({ executablePath: chromiumPath, args: chromiumArgs })),
+          (browser) => Effect.promise(() => browser.close())
+        )
+        yield* Effect.promise(() => twoReplicas(browser, replicas[0].url, replicas[1].url))
+      }).pipe(Effect.scoped), 120_000)
   }
 )
