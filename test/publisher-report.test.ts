@@ -1,12 +1,12 @@
 import { afterAll, describe, expect, it, layer } from "@effect/vitest"
-import { Arbitrary, Effect, FastCheck as fc } from "effect"
+import { Effect, FastCheck as fc } from "effect"
 import * as fs from "node:fs"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Stats } from "../src/domain/Event.js"
 import { renderReport, type ReportInput } from "../src/publisher/Report.js"
+import { sampleStats } from "./support/stats.js"
 import { bucketIndex, histogramOf, LATENCY_BUCKETS_MS, latencyOf } from "../src/publisher/Summary.js"
 import { aggregatorLayer, TestAggregator } from "./support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
@@ -126,7 +126,7 @@ const expectInert = (html: string) => {
 
 /** A stand-in for the aggregator that acknowledges every event as processed and stores nothing. */
 const forgetfulServer = async () => {
-  const statsShape = fc.sample(Arbitrary.make(Stats), 1)[0]
+  const statsShape = sampleStats()
   const server: Server = createServer((req, res) => {
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { "content-type": "application/json" })

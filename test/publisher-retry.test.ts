@@ -1,13 +1,14 @@
 import { it } from "@effect/vitest"
 import { runPublisher } from "./support/publisher.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
-import { Arbitrary, Effect, FastCheck as fc, Schema } from "effect"
+import { Effect, Schema } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import { afterAll, expect } from "vitest"
 import { Stats } from "../src/domain/Event.js"
 import { spawnAggregator, type Spawned } from "./support/aggregator.js"
 import { freshDatabase, query } from "./support/database.js"
+import { sampleStats } from "./support/stats.js"
 
 // vitest itself sets MODE=test; the publisher must see only the flags each test passes
 
@@ -32,7 +33,7 @@ interface Stored {
  * when each publish attempt arrived, per event id.
  */
 // any value of the shared Stats schema, so the fake keeps up with it; only the row count matters here
-const statsShape = Schema.encodeSync(Stats)(fc.sample(Arbitrary.make(Stats), 1)[0])
+const statsShape = Schema.encodeSync(Stats)(sampleStats())
 
 const startFake = async (options: FakeOptions) => {
   const stored = new Map<string, Stored>()
