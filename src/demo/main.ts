@@ -42,10 +42,13 @@ const demo = Effect.gen(function*() {
     Effect.orDieWith(() => new Error(`the aggregator did not become ready at ${url}/ready`))
   )
 
+  const flags = process.argv.slice(2)
   yield* Effect.log(
-    `running the publisher's default load: 20,000 events, 30% duplicates — watch it live at ${url}/dashboard`
+    `running the publisher ${
+      flags.length === 0 ? "with its default load: 20,000 events, 30% duplicates" : `with ${flags.join(" ")}`
+    } — watch it live at ${url}/dashboard`
   )
-  const code = yield* Command.exitCode(program("publisher", process.argv.slice(2), { AGGREGATOR_URL: url }))
+  const code = yield* Command.exitCode(program("publisher", flags, { AGGREGATOR_URL: url }))
   if (code !== 0) yield* Effect.logWarning(`the publisher exited with ${code}`)
 
   yield* Effect.log(
