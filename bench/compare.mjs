@@ -31,15 +31,6 @@ const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.
 const outDir = mkdtempSync(join(os.tmpdir(), "bench-compare-"))
 const builds = [["before", resolve(beforeDir)], ["after", resolve(afterDir)]]
 
-const admin = async (sql) => {
-  const c = new pg.Client({ connectionString: adminUrl })
-  await c.connect()
-  try {
-    return await c.query(sql)
-  } finally {
-    await c.end()
-  }
-}
 const query = async (url, sql, params) => {
   const c = new pg.Client({ connectionString: url })
   await c.connect()
@@ -49,6 +40,7 @@ const query = async (url, sql, params) => {
     await c.end()
   }
 }
+const admin = (sql) => query(adminUrl, sql)
 
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b)

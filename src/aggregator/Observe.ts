@@ -14,7 +14,6 @@ import { randomUUID } from "node:crypto"
 import * as Metrics from "./Metrics.js"
 import { routes } from "./Routes.js"
 
-
 /**
  * The label for a request: its endpoint as declared (`GET /events/:topic/:event_id`), never the concrete
  * path (which holds topics and event ids) — anything else is `other`, so the label set stays small.
@@ -29,8 +28,8 @@ const ids = new WeakMap<HttpServerRequest.HttpServerRequest, string>()
 
 /**
  * `logger` with the request id added to every line logged by a fiber that is handling a request. It is
- * looked up when a line is written (rare), instead of annotating every request's fiber (measured: a few
- * per cent of `GET /`'s throughput).
+ * looked up when a line is written (rare), instead of annotating every request's fiber (a FiberRef change
+ * and restore on every request).
  */
 export const withRequestIds = <Message, Output>(logger: Logger.Logger<Message, Output>) =>
   Logger.make<Message, Output>((options) => {
@@ -50,9 +49,9 @@ export const requestIdOf = (incoming: string | undefined): string =>
 
 /**
  * Wraps the whole HTTP app, outermost: every request gets a request id (echoed as `X-Request-Id` and put
- * on every log line written while it is handled, by `withRequestIds`), its latency goes to the histogram by route and status,
- * and at `LOG_LEVEL=Debug` one line says what it was. Nothing from the body, the query or the path's
- * values is logged.
+ * on every log line written while it is handled, by `withRequestIds`), its latency goes to the histogram
+ * by route and status, and at `LOG_LEVEL=Debug` one line says what it was. Nothing from the body, the
+ * query or the path's values is logged.
  */
 export const observeRequests = HttpMiddleware.make((app) =>
   // Written without a generator: this runs on every request, and each Effect step shows on the hot path

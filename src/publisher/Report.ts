@@ -374,12 +374,11 @@ export const readSummary = (file: string) =>
   })
 
 /** `--from-json summary.json --report out.html`: the report of a saved summary, without a run. */
-export const reportFromJson = (settings: Settings) =>
+export const reportFromJson = (summaryFile: string, settings: Settings) =>
   Effect.gen(function*() {
-    if (Option.isNone(settings.fromJson)) return
     if (Option.isNone(settings.report)) {
       return yield* new ReportFailed({ message: "--from-json needs --report <file.html> (or REPORT_FILE): where to write the report" })
     }
-    const summary = yield* readSummary(settings.fromJson.value)
+    const summary = yield* readSummary(summaryFile)
     yield* writeReport(settings.report.value, summary)
   })

@@ -10,7 +10,12 @@ import { ReportFailed, reportFromJson } from "./Report.js"
 import { PublishFailed, publish } from "./Run.js"
 
 const cli = Command.run(
-  makeCommand((settings) => Option.isSome(settings.fromJson) ? reportFromJson(settings) : publish(settings)),
+  makeCommand((settings) =>
+    Option.match(settings.fromJson, {
+      onNone: () => publish(settings),
+      onSome: (file) => reportFromJson(file, settings)
+    })
+  ),
   { name: "publisher", version: "0.1.0" }
 )
 
