@@ -26,21 +26,10 @@ import {
   Timestamp,
   Topic
 } from "../src/domain/Event.js"
-import { aggregatorLayer, postJson, TestAggregator } from "./support/aggregator.js"
+import { aggregatorLayer, postJson, TestAggregator, event, promise, unique } from "./support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { query } from "./support/database.js"
 
-const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
-
-let counter = 0
-const unique = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${counter++}`
-
-const event = (topic: string, event_id: string, extra: Record<string, unknown> = {}) => ({
-  topic,
-  event_id,
-  timestamp: "2025-03-04T05:06:07.123456Z",
-  ...extra
-})
 
 const stats = (url: string) => promise(() => fetch(`${url}/stats`).then((r) => r.json() as Promise<any>))
 
@@ -318,6 +307,7 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
         })
       )
       expect(bomb.status).toBe(413)
+      expect(yield* promise(() => bomb.json())).toMatchObject({ error: "payload_too_large", limit: 1024 * 1024 })
     }))
 
   it.effect.prop(

@@ -71,7 +71,7 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
       const started = performance.now()
       return store.insertMany(events, (rows) => {
         committed = rows
-      }).pipe(
+      }, cap).pipe(
         Effect.exit,
         Effect.tap(() =>
           Effect.sync(() => {
@@ -126,29 +126,23 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
       })
     )
 
-    const submitOne = (events: ReadonlyArray<NewEvent>) =>
-      Effect.flatMap(Deferred.make<ReadonlyArray<boolean>, StorageUnavailable>(), (done) =>
-        Queue.offer(queue, { events, done }).pipe(Effect.zipRight(Deferred.await(done))))
-
     /**
      * Stores the events (in gathered transactions) and tells, per position, whether this call stored it.
-     * Callers dedupe their own input first; across submissions the earlier one in the queue wins.
+     * Callers dedupe their own input first; across submissions the earlier one in the queue wins. A
+     * submission is never split across transactions: one larger than `flushMaxEvents` is a flush of its
+     * own, written in statements of at most that many rows, so it is stored whole or not at all.
      */
     const submit = (events: ReadonlyArray<NewEvent>) =>
       Effect.suspend((): Effect.Effect<ReadonlyArray<boolean>, Overloaded | StorageUnavailable> => {
         if (events.length === 0) return Effect.succeed([])
         if (closing) return Effect.fail(new StorageUnavailable({ message: "the aggregator is shutting down; retry" }))
-        if (pending + events.length > config.maxPendingEvents) {
+        // A submission larger than the whole cap is admitted when nothing else waits, so it is never refused forever.
+        if (pending > 0 && pending + events.length > config.maxPendingEvents) {
           return Effect.fail(new Overloaded({ message: "too many events are waiting to be written; retry later" }))
         }
         pending += events.length
-        if (events.length <= cap) return submitOne(events)
-        const chunks: Array<ReadonlyArray<NewEvent>> = []
-        for (let i = 0; i < events.length; i += cap) chunks.push(events.slice(i, i + cap))
-        return Effect.map(
-          Effect.forEach(chunks, submitOne, { concurrency: "unbounded" }),
-          (parts) => parts.flat()
-        )
+        return Effect.flatMap(Deferred.make<ReadonlyArray<boolean>, StorageUnavailable>(), (done) =>
+          Queue.offer(queue, { events, done }).pipe(Effect.zipRight(Deferred.await(done))))
       })
 
     return {

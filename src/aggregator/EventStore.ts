@@ -1,3 +1,4 @@
+import type * as Sql from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import type { StoredEvent } from "../domain/Event.js"
 import { Database } from "./Database.js"
@@ -38,10 +39,39 @@ type InsertedRow = Omit<Row, "payload">
 
 const toStored = (r: Row): StoredEvent => ({ ...r, seq: Number(r.seq) })
 
+const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
+  const out: Array<ReadonlyArray<A>> = []
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
+  return out
+}
+
 export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventStore", {
   effect: Effect.gen(function*() {
     const db = yield* Database
     let nextShard = Math.floor(Math.random() * TOTAL_SHARDS)
+
+    const insertStatement = (sql: Sql.SqlClient, rows: ReadonlyArray<NewEvent>, shard: number) =>
+      sql<InsertedRow>`
+        WITH ins AS (
+          INSERT INTO events (topic, event_id, "timestamp", source, payload)
+          SELECT u.topic, u.event_id, u.ts::timestamptz, u.source, u.payload::jsonb
+          FROM unnest(
+            ${rows.map((e) => e.topic)}::text[],
+            ${rows.map((e) => e.event_id)}::text[],
+            ${rows.map((e) => e.timestamp)}::text[],
+            ${rows.map((e) => e.source)}::text[],
+            ${rows.map((e) => e.payload)}::text[]
+          ) WITH ORDINALITY AS u(topic, event_id, ts, source, payload, ord)
+          ORDER BY u.ord
+          ON CONFLICT (topic, event_id) DO NOTHING
+          RETURNING seq, topic, event_id, "timestamp", source, received_at
+        ), bump AS (
+          UPDATE event_totals SET total = total + (SELECT count(*) FROM ins)
+          WHERE shard = ${shard} AND EXISTS (SELECT 1 FROM ins)
+        )
+        SELECT seq, topic, event_id, ${sql.literal(utcText(`"timestamp"`))} AS "timestamp", source,
+               ${sql.literal(utcText("received_at"))} AS received_at
+        FROM ins ORDER BY seq`
 
     /**
      * Stores the events in one transaction and tells, for each input position, whether that call stored
@@ -51,7 +81,8 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
      */
     const insertMany = (
       events: ReadonlyArray<NewEvent>,
-      onCommitted?: (stored: ReadonlyArray<StoredEvent>) => void
+      onCommitted?: (stored: ReadonlyArray<StoredEvent>) => void,
+      statementRows = 1000
     ) =>
       db.use((sql) =>
         Effect.gen(function*() {
@@ -67,27 +98,16 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
           unique.sort(byKey)
           const shard = nextShard
           nextShard = (nextShard + 1) % TOTAL_SHARDS
-          const inserted = yield* sql.withTransaction(sql<InsertedRow>`
-            WITH ins AS (
-              INSERT INTO events (topic, event_id, "timestamp", source, payload)
-              SELECT u.topic, u.event_id, u.ts::timestamptz, u.source, u.payload::jsonb
-              FROM unnest(
-                ${unique.map((e) => e.topic)}::text[],
-                ${unique.map((e) => e.event_id)}::text[],
-                ${unique.map((e) => e.timestamp)}::text[],
-                ${unique.map((e) => e.source)}::text[],
-                ${unique.map((e) => e.payload)}::text[]
-              ) WITH ORDINALITY AS u(topic, event_id, ts, source, payload, ord)
-              ORDER BY u.ord
-              ON CONFLICT (topic, event_id) DO NOTHING
-              RETURNING seq, topic, event_id, "timestamp", source, received_at
-            ), bump AS (
-              UPDATE event_totals SET total = total + (SELECT count(*) FROM ins)
-              WHERE shard = ${shard} AND EXISTS (SELECT 1 FROM ins)
-            )
-            SELECT seq, topic, event_id, ${sql.literal(utcText(`"timestamp"`))} AS "timestamp", source,
-                   ${sql.literal(utcText("received_at"))} AS received_at
-            FROM ins ORDER BY seq`)
+          // One transaction however many rows: a request is stored whole or not at all. Past
+          // `statementRows` the rows go in several statements (still in key order, so still deadlock-free).
+          const inserted = yield* sql.withTransaction(
+            unique.length <= statementRows
+              ? insertStatement(sql, unique, shard)
+              : Effect.map(
+                Effect.forEach(chunks(unique, statementRows), (part) => insertStatement(sql, part, shard)),
+                (parts) => parts.flat()
+              )
+          )
           const storedAt = inserted.map((r) => firstIndex.get(eventKey(r.topic, r.event_id))!)
           // The payload is not read back from the database: the caller's copy is the one that was stored.
           onCommitted?.(inserted.map((r, i) => toStored({ ...r, payload: payloadValue(events[storedAt[i]]) })))

@@ -83,3 +83,17 @@ export const postJson = (url: string, body: unknown, init: RequestInit = {}) =>
     body: typeof body === "string" ? body : JSON.stringify(body),
     ...init
   })
+
+export const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
+
+let counter = 0
+/** A name no other test run has used: tests share databases and Redis, so their keys must not collide. */
+export const unique = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${counter++}`
+
+/** A valid event; `extra` adds or overrides fields. */
+export const event = (topic: string, event_id: string, extra: Record<string, unknown> = {}) => ({
+  topic,
+  event_id,
+  timestamp: "2025-03-04T05:06:07.123456Z",
+  ...extra
+})
