@@ -1,17 +1,24 @@
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Effect, FastCheck as fc } from "effect"
-import { aggregatorLayer, postJson, spawnAggregator, TestAggregator, waitFor } from "./support/aggregator.js"
+import { spawn } from "node:child_process"
+import { aggregatorLayer, event, postJson, promise, spawnAggregator, TestAggregator, unique, waitFor } from "./support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { freshDatabase, query } from "./support/database.js"
 import { freePort } from "./support/live.js"
 import { runPublisher } from "./support/publisher.js"
 
-const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
-
-let counter = 0
-const unique = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${counter++}`
-
-const event = (topic: string, event_id: string) => ({ topic, event_id, timestamp: "2025-03-04T05:06:07.123456Z" })
+/** `node dist/tester [vitest args]` with only the given settings of its own (vitest's env would leak in otherwise). */
+const runTester = (args: ReadonlyArray<string>, env: Record<string, string>) =>
+  new Promise<{ code: number | null; output: string }>((resolve, reject) => {
+    const { AGGREGATOR_URL: _u, API_KEY: _k, VITEST: _v, VITEST_POOL_ID: _p, VITEST_WORKER_ID: _w, ...rest } = process.env
+    const child = spawn(process.execPath, ["dist/tester", ...args], { env: { ...rest, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+    let output = ""
+    child.stdout.on("data", (d) => (output += d))
+    child.stderr.on("data", (d) => (output += d))
+    child.on("error", reject)
+    // eslint-disable-next-line no-control-regex
+    child.on("close", (code) => resolve({ code, output: output.replace(/\x1b\[[0-9;]*m/g, "") }))
+  })
 
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
 
@@ -180,6 +187,20 @@ describe.skipIf(skipWithoutPostgres)(`API keys${withoutPostgresNote}`, () => {
           expect(wrong.code).not.toBe(0)
           expect(yield* uptimeStats(url)).toEqual(before)
         }), { timeout: 120_000 })
+
+      it.effect("the tester with API_KEY passes its suite against a keyed aggregator; without the key its publish cases fail", () =>
+        Effect.gen(function*() {
+          const { url } = yield* server
+          // two publishing cases (one through the derived client, one through raw fetch) keep it short
+          const cases = ["-t", "the derived client publishes|an exact duplicate is a 200"]
+          const withKey = yield* promise(() => runTester(cases, { AGGREGATOR_URL: url, API_KEY: "k2" }))
+          expect(withKey.code, withKey.output.slice(-3000)).toBe(0)
+          expect(withKey.output).toMatch(/Tests\s+2 passed/)
+          const keyless = yield* promise(() => runTester(cases, { AGGREGATOR_URL: url }))
+          expect(keyless.code).not.toBe(0)
+          expect(keyless.output).toMatch(/Tests\s+2 failed/)
+          expect(keyless.output).toContain("401")
+        }), { timeout: 180_000 })
     }
   )
 
