@@ -464,4 +464,26 @@ describe.skipIf(skipWithoutPostgres)(`serving through failures and limits${witho
         expect(s.received).toBe(s.unique_processed + s.duplicate_dropped + s.rejected)
       }))
   })
+
+  layer(aggregatorLayer({ ACCEPT_UNTYPED_BODIES: "true" }), { excludeTestServices: true, timeout: "60 seconds" })(
+    "ACCEPT_UNTYPED_BODIES",
+    (it) => {
+      it.effect("reads a body without Content-Type as JSON, as the replaced service did; other types are still 415", () =>
+        Effect.gen(function*() {
+          const { databaseUrl, url } = yield* TestAggregator
+          yield* ready(url)
+          const topic = unique("untyped")
+          // a byte body: fetch adds no content type for it, as Python's requests.post(data=...) sends none
+          const untyped = (path: string, body: unknown) =>
+            promise(() => fetch(`${url}${path}`, { method: "POST", body: new TextEncoder().encode(JSON.stringify(body)) }))
+          const one = yield* untyped("/publish", event(topic, "a"))
+          expect(one.headers.get("content-type") ?? "").toContain("application/json")
+          expect(one.status).toBe(201)
+          expect((yield* untyped("/publish/batch", [event(topic, "b"), event(topic, "a")])).status).toBe(200)
+          const typed = yield* promise(() => postJson(`${url}/publish`, event(topic, "c"), { headers: { "content-type": "text/plain" } }))
+          expect(typed.status).toBe(415)
+          expect(yield* rowsOf(databaseUrl, topic)).toEqual(["a", "b"])
+        }))
+    }
+  )
 })

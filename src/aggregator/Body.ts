@@ -12,6 +12,8 @@ const jsonType = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i
 /** The client went away before its whole body arrived: there is no event, and nobody to answer. */
 export class ClientGone extends Data.TaggedError("ClientGone") {}
 
+const untypedBody = () => new UnsupportedMediaType({ message: "a request body needs content-type: application/json" })
+
 const bodyError = (message: string) => new ValidationFailed({ message, issues: [{ path: "", message }] })
 
 /** Reads at most `max` bytes; answers "too_large" (and stops reading) past that. */
@@ -49,23 +51,28 @@ const readLimited = (source: Readable, max: number) =>
   })
 
 /**
- * Reads a request body under our own rules, before the framework sees it: JSON content types only
- * (415 otherwise), gzip/deflate decoded with the byte limit applied to the *decoded* size (a gzip bomb
- * is a 413, not an out-of-memory), strict UTF-8. The text is then handed to the framework's request, so
- * HttpApi decodes it as usual.
+ * Reads a request body under our own rules, before the framework sees it: a body must be declared JSON
+ * (415 for another content type or none), gzip/deflate decoded with the byte limit applied to the *decoded*
+ * size (a gzip bomb is a 413, not an out-of-memory), strict UTF-8. The text is then handed to the
+ * framework's request, so HttpApi decodes it as usual.
  */
-export const readBody = (request: HttpServerRequest.HttpServerRequest, maxBytes: number) =>
+export const readBody = (request: HttpServerRequest.HttpServerRequest, maxBytes: number, acceptUntyped = false) =>
   Effect.gen(function*() {
     const contentType = request.headers["content-type"]
-    if (contentType !== undefined && contentType !== "" && !jsonType.test(contentType)) {
+    // A body must say it is JSON; a request with no body and no type (`POST /publish` alone) goes on to its 422 or 405.
+    // ACCEPT_UNTYPED_BODIES reads such a body as JSON, as the service this replaces did (for clients that send none)
+    const missing = contentType === undefined || contentType.trim() === ""
+    const untyped = missing && !acceptUntyped
+    const declared = Number(request.headers["content-length"] ?? "NaN")
+    if (!missing && !jsonType.test(contentType)) {
       return yield* new UnsupportedMediaType({ message: `content-type must be application/json, not ${contentType}` })
     }
+    if (untyped && declared > 0) return yield* untypedBody()
     const incoming = NodeHttpServerRequest.toIncomingMessage(request)
     // The framework reads only a literal `application/json` as JSON (anything else it would wait for as
     // raw bytes we have already consumed), so name the accepted variants (`+json`, any case) that way.
     if (contentType !== undefined) incoming.headers["content-type"] = "application/json"
     const encoding = (request.headers["content-encoding"] ?? "identity").trim().toLowerCase()
-    const declared = Number(request.headers["content-length"] ?? "NaN")
     // Built only when needed: an error's constructor captures a stack, which costs on every request.
     const tooLarge = () => new PayloadTooLarge({ message: `request body must be at most ${maxBytes} bytes`, limit: maxBytes })
     if (declared > maxBytes && (encoding === "identity" || encoding === "")) return yield* tooLarge()
@@ -90,6 +97,8 @@ export const readBody = (request: HttpServerRequest.HttpServerRequest, maxBytes:
       )
     )
     if (bytes === "too_large") return yield* tooLarge()
+    // a chunked body declares no length: only now is it known to be there
+    if (untyped && bytes.length > 0) return yield* untypedBody()
     let text: string
     try {
       text = new TextDecoder("utf-8", { fatal: true }).decode(bytes)

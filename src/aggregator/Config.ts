@@ -35,6 +35,8 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       maxBodyBytes: yield* positiveInt("MAX_BODY_BYTES", 1024 * 1024),
       maxBatchEvents: yield* positiveInt("MAX_BATCH_EVENTS", 1000),
       maxPayloadBytes: yield* positiveInt("MAX_PAYLOAD_BYTES", 64 * 1024),
+      // a body without Content-Type is a 415 unless this is on (then it is read as JSON, as the Python service did)
+      acceptUntypedBodies: yield* Config.boolean("ACCEPT_UNTYPED_BODIES").pipe(Config.withDefault(false)),
       retryAfterSeconds: yield* positiveInt("RETRY_AFTER_SECONDS", 1),
       dbRetryMaxDelayMs: yield* positiveInt("DB_RETRY_MAX_DELAY_MS", 5000),
       groupCommit: yield* Config.boolean("GROUP_COMMIT").pipe(Config.withDefault(true)),

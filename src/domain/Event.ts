@@ -42,6 +42,9 @@ export const Source = Schema.String.pipe(
 const isoDateTime =
   /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$/
 
+const FIRST_SECOND = Date.parse("0001-01-01T00:00:00Z")
+const LAST_SECOND = Date.parse("9999-12-31T23:59:59Z")
+
 /** The parsed parts of an ISO-8601 date-time, or a reason it is not one. */
 export const parseTimestamp = (s: string): { readonly utcIso: string } | { readonly error: string } => {
   const m = isoDateTime.exec(s)
@@ -55,6 +58,18 @@ export const parseTimestamp = (s: string): { readonly utcIso: string } | { reado
   if (day < 1 || day > daysInMonth) return { error: "timestamp day is not in its month" }
   if (hour > 23 || minute > 59 || second > 59) return { error: "timestamp time of day is out of range" }
   if (sign !== undefined && (Number(oh) > 15 || Number(om) > 59)) return { error: "timestamp offset is out of range" }
+  // The instant, not the written date, must be in 0001–9999: PostgreSQL would store `0001-01-01T00:00+01:00` as
+  // a BC date and `9999-12-31T23:59:59.9999995Z` as year 10000, and neither reads back as the same instant.
+  const offsetMinutes = sign === undefined ? 0 : (sign === "-" ? -1 : 1) * (Number(oh) * 60 + Number(om))
+  const at = new Date(0)
+  at.setUTCFullYear(year, month - 1, day)
+  at.setUTCHours(hour, minute - offsetMinutes, second, 0)
+  // rounded to microseconds the way PostgreSQL rounds, which may carry into the next second
+  const carry = frac.length > 6 && Math.round(Number(`0.${frac}`) * 1e6) >= 1e6 ? 1000 : 0
+  const instant = at.getTime() + carry
+  if (instant < FIRST_SECOND || instant > LAST_SECOND) {
+    return { error: "timestamp must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z" }
+  }
   const offset = z !== undefined ? "Z" : sign !== undefined ? `${sign}${oh}:${om}` : "Z"
   const fraction = frac === "" ? "" : `.${frac}`
   return { utcIso: `${y}-${mo}-${d}T${h}:${mi}:${sec}${fraction}${offset}` }

@@ -2,6 +2,7 @@ import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { deflateSync, gzipSync } from "node:zlib"
 import { event, eventPath, get, post, send, uniqueTopic } from "./support/http.js"
+import { raw } from "./support/raw.js"
 import { E2e, E2eLive } from "./support/target.js"
 
 layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: the HTTP surface", (it) => {
@@ -68,6 +69,61 @@ layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: the H
       expect(res.json).toMatchObject({ error: "unsupported_media_type" })
       expect(typeof res.json.message).toBe("string")
       expect((yield* get(`/events?topic=${topic}`)).json).toEqual([])
+    }))
+
+  it.effect.each([
+    ["/publish", "no content-type header"],
+    ["/publish/batch", "no content-type header"],
+    ["/publish", "an empty content-type header"],
+    ["/publish/batch", "an empty content-type header"]
+  ] as const)("POST %s with a JSON body and %s is a 415, and nothing is stored", ([path, how]) =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("untyped")
+      const body = JSON.stringify(path === "/publish" ? event(topic, "e") : [event(topic, "e")])
+      const res = yield* raw("POST", path, body, how === "no content-type header" ? {} : { "content-type": "" })
+      expect(res.status).toBe(415)
+      expect(res.headers["content-type"]).toMatch(/^application\/json/)
+      expect(res.json).toMatchObject({ error: "unsupported_media_type" })
+      expect(res.json.message).toContain("application/json")
+      expect((yield* get(`/events?topic=${topic}`)).json).toEqual([])
+    }))
+
+  it.effect("a chunked body with no content-type is a 415, and nothing is stored", () =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("untyped-chunked")
+      const res = yield* raw("POST", "/publish", JSON.stringify(event(topic, "e")), { "transfer-encoding": "chunked" })
+      expect(res.status).toBe(415)
+      expect(res.json).toMatchObject({ error: "unsupported_media_type" })
+      expect((yield* get(`/events?topic=${topic}`)).json).toEqual([])
+    }))
+
+  it.effect("a gzip body with no content-type is a 415", () =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("untyped-gzip")
+      const res = yield* raw("POST", "/publish", gzipSync(JSON.stringify(event(topic, "e"))), { "content-encoding": "gzip" })
+      expect(res.status).toBe(415)
+      expect(res.json).toMatchObject({ error: "unsupported_media_type" })
+      expect((yield* get(`/events?topic=${topic}`)).json).toEqual([])
+    }))
+
+  it.effect("fetch with a byte body sends no content-type: a 415", () =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("untyped-bytes")
+      const res = yield* send("/publish", { method: "POST", body: new TextEncoder().encode(JSON.stringify(event(topic, "e"))) })
+      expect(res.status).toBe(415)
+      expect(res.json).toMatchObject({ error: "unsupported_media_type" })
+      expect((yield* get(`/events?topic=${topic}`)).json).toEqual([])
+    }))
+
+  it.effect("with neither body nor content-type: POST /publish is the empty-body 422, POST /stats still a 405", () =>
+    Effect.gen(function*() {
+      const publish = yield* raw("POST", "/publish", "")
+      expect(publish.status).toBe(422)
+      expect(publish.json).toMatchObject({ error: "validation_failed" })
+      expect(publish.json.issues.map((i: any) => i.path)).toEqual([""])
+      const stats = yield* raw("POST", "/stats", "")
+      expect(stats.status).toBe(405)
+      expect(stats.headers.allow).toBe("GET")
     }))
 
   it.effect("an unsupported content-encoding is a 415", () =>

@@ -1,6 +1,8 @@
 import { expect, layer } from "@effect/vitest"
 import { Effect, FastCheck as fc } from "effect"
+import { bodyOf, storedOf, topicOf, validEvent } from "./support/events.js"
 import { authHeader, event, eventPath, get, post, TIMESTAMP, uniqueTopic } from "./support/http.js"
+import { raw, rawEventPath } from "./support/raw.js"
 import { E2e, E2eLive } from "./support/target.js"
 
 const isoMicros = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/
@@ -190,7 +192,16 @@ layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: inges
     ["2025-01-02T03:04:05.000001+02:00", "2025-01-02T01:04:05.000001Z"],
     ["2025-01-02T03:04:05.5-05:30", "2025-01-02T08:34:05.500000Z"],
     ["2025-01-02 03:04:05Z", "2025-01-02T03:04:05.000000Z"],
-    ["2024-02-29T23:59:59.999999Z", "2024-02-29T23:59:59.999999Z"]
+    ["2024-02-29T23:59:59.999999Z", "2024-02-29T23:59:59.999999Z"],
+    ["2025-01-02t03:04:05z", "2025-01-02T03:04:05.000000Z"],
+    ["2025-01-02T03:04", "2025-01-02T03:04:00.000000Z"],
+    ["2025-01-02T03:04:05+0530", "2025-01-01T21:34:05.000000Z"],
+    ["2025-01-02T03:04:05-05", "2025-01-02T08:04:05.000000Z"],
+    ["2025-06-30T12:00:00.1234567+05:30", "2025-06-30T06:30:00.123457Z"],
+    ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000000Z"],
+    ["0001-01-01T00:00:00-15:59", "0001-01-01T15:59:00.000000Z"],
+    ["9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z"],
+    ["9999-12-31T23:59:59+15:59", "9999-12-31T08:00:59.000000Z"]
   ])("timestamp %s is stored as %s", ([input, stored]) =>
     Effect.gen(function*() {
       const topic = uniqueTopic("ts")
@@ -275,5 +286,26 @@ layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: inges
         expect(stored.json).toMatchObject({ topic, event_id: eventId, payload: { suffix, eventId } })
       }),
     { fastCheck: { numRuns: 30 } }
+  )
+
+  it.effect.prop(
+    "any valid event (Unicode keys up to 255 code points, any offset and year, optional source and JSON payload): 201, then read back by key with every field",
+    [validEvent],
+    ([generated]) =>
+      Effect.gen(function*() {
+        const topic = topicOf(uniqueTopic("roundtrip"), generated)
+        const res = yield* post("/publish", bodyOf(topic, generated))
+        expect(res.status).toBe(201)
+        expect(res.json).toEqual({ status: "processed", id: generated.event_id, topic })
+        // raw, so an event_id of "." or ".." reaches the server as written
+        const stored = yield* raw("GET", rawEventPath(topic, generated.event_id))
+        expect(stored.status).toBe(200)
+        expect(stored.json).toEqual({
+          ...storedOf(topic, generated),
+          seq: expect.any(Number),
+          received_at: expect.stringMatching(isoMicros)
+        })
+      }),
+    { timeout: 120_000, fastCheck: { numRuns: 100 } }
   )
 })

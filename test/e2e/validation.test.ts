@@ -1,7 +1,8 @@
 import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import { bodyOf, breaksArb, broken, topicOf, validEvent } from "./support/events.js"
 import { event, get, post, TIMESTAMP, uniqueTopic } from "./support/http.js"
-import { E2eLive } from "./support/target.js"
+import { E2e, E2eLive } from "./support/target.js"
 
 const paths = (json: any): Array<string> => json.issues.map((i: { path: string }) => i.path).sort()
 
@@ -19,6 +20,13 @@ const nested = (depth: number): unknown => {
   for (let i = 0; i < depth; i++) v = [v]
   return v
 }
+
+const overLimit = "x".repeat(70 * 1024)
+
+/** The event as JSON text with `"__N__"` replaced by `number` as written: JSON.stringify cannot write 1e400. */
+const withNumber = (body: Record<string, unknown>, number: string) => JSON.stringify(body).replace("\"__N__\"", number)
+
+const totalRows = Effect.map(get("/stats"), (res) => res.json.database_total_rows as number)
 
 layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: validation", (it) => {
   it.effect.each(["topic", "event_id", "timestamp"])("a missing %s is a 422 naming only that field", (field) =>
@@ -165,6 +173,111 @@ layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: valid
     Effect.gen(function*() {
       expectInvalid(yield* get(`/events?${query}`), [field])
     }))
+
+  it.effect("a payload over the size limit is listed together with every other failing field", () =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("size-and")
+      expectInvalid(yield* post("/publish", { topic: 5, event_id: "e", timestamp: TIMESTAMP, payload: overLimit }), ["payload", "topic"])
+      expectInvalid(
+        yield* post("/publish", { topic, event_id: "", timestamp: "2025-13-01T00:00:00Z", source: 7, payload: overLimit }),
+        ["event_id", "payload", "source", "timestamp"]
+      )
+      expectInvalid(yield* post("/publish", { topic, event_id: "e", payload: { big: overLimit } }), ["payload", "timestamp"])
+      expect((yield* get(`/events?topic=${topic}`)).json).toEqual([])
+    }))
+
+  it.effect("in a batch too, an item's payload over the limit is listed with its other failing fields", () =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("size-and-batch")
+      const res = yield* post("/publish/batch", [
+        { topic, event_id: "bad", timestamp: "soon", payload: overLimit },
+        { topic, event_id: "bad-too", timestamp: TIMESTAMP, payload: overLimit, source: ["x"] },
+        event(topic, "good")
+      ])
+      expect(res.status).toBe(200)
+      expect(res.json).toMatchObject({ received: 3, processed: 1, rejected: 2 })
+      expect(res.json.results[0].errors.map((e: any) => e.path).sort()).toEqual(["payload", "timestamp"])
+      expect(res.json.results[1].errors.map((e: any) => e.path).sort()).toEqual(["payload", "source"])
+      expect((yield* get(`/events?topic=${topic}`)).json.map((e: any) => e.event_id)).toEqual(["good"])
+    }))
+
+  it.effect.each([
+    ["year 0000", "0000-01-01T00:00:00Z"],
+    ["year 0000 with an offset that would bring it into year 1", "0000-12-31T23:00:00-02:00"],
+    ["offset +16:00", "2025-01-01T00:00:00+16:00"],
+    ["offset -16:00", "2025-01-01T00:00:00-16:00"],
+    ["offset minutes 60", "2025-01-01T00:00:00+01:60"],
+    ["offset +99", "2025-01-01T00:00:00+99"],
+    ["an instant before year 1 (0001-01-01 at +00:01)", "0001-01-01T00:00:00+00:01"],
+    ["an instant after year 9999 (at -00:01)", "9999-12-31T23:59:00-00:01"],
+    ["a fraction that rounds into year 10000", "9999-12-31T23:59:59.9999999Z"],
+    ["a five-digit year", "10000-01-01T00:00:00Z"],
+    ["an expanded year", "+002025-01-01T00:00:00Z"],
+    ["a negative year", "-0001-01-01T00:00:00Z"],
+    ["second 60 (a leap second)", "2016-12-31T23:59:60Z"],
+    ["February 29th of 1900", "1900-02-29T00:00:00Z"],
+    ["ten fraction digits", "2025-01-01T00:00:00.1234567890Z"],
+    ["a date without a time", "2025-01-01"],
+    ["Unix seconds as a string", "1735689600"],
+    ["a NUL inside", "2025-01-01T00:00:00\u0000Z"]
+  ])("timestamp: %s (%s) is a 422 naming timestamp, and nothing is stored", ([, timestamp]) =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("ts-range")
+      expectInvalid(yield* post("/publish", event(topic, "e", { timestamp })), ["timestamp"])
+      expect((yield* get(`/events?topic=${topic}`)).json).toEqual([])
+    }))
+
+  it.effect.each([
+    ["1e400", "payload", (n: string) => ({ payload: n })],
+    ["-1e400", "payload", (n: string) => ({ payload: n })],
+    [`1${"0".repeat(400)}`, "payload", (n: string) => ({ payload: { amounts: [1, n] } })],
+    ["1e400", "topic", () => ({ topic: "__N__" })],
+    ["1e400", "timestamp", () => ({ timestamp: "__N__" })]
+  ] as const)("a number past the double range (%s) in %s is a 422 naming that field", ([number, field, at]) =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("huge-number")
+      const res = yield* post("/publish", withNumber(event(topic, "n", at("__N__")), number))
+      expectInvalid(res, [field])
+      expect((yield* get(`/events?topic=${topic}`)).json).toEqual([])
+    }))
+
+  it.effect("in a batch, an item with 1e400 in its payload is rejected and the others are stored", () =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("huge-number-batch")
+      const text = `[${withNumber(event(topic, "bad", { payload: "__N__" }), "1e400")},${JSON.stringify(event(topic, "good"))}]`
+      const res = yield* post("/publish/batch", text)
+      expect(res.status).toBe(200)
+      expect(res.json).toMatchObject({ received: 2, processed: 1, rejected: 1 })
+      expect(res.json.results[0].errors.map((e: any) => e.path)).toEqual(["payload"])
+      expect((yield* get(`/events?topic=${topic}`)).json.map((e: any) => e.event_id)).toEqual(["good"])
+    }))
+
+  it.effect.prop(
+    "any valid event with one to five fields broken: a 422 naming exactly the broken fields, nothing stored; in a batch the item is rejected with the same fields and its sibling stored",
+    [validEvent, breaksArb],
+    ([generated, breaks]) =>
+      Effect.gen(function*() {
+        const { exclusive } = yield* E2e
+        const topic = topicOf(uniqueTopic("broken"), generated)
+        const body = broken(bodyOf(topic, generated), breaks)
+        const fields = breaks.map((b) => b.field)
+        const rowsBefore = exclusive ? yield* totalRows : undefined
+
+        expectInvalid(yield* post("/publish", body), fields)
+        if (exclusive) expect(yield* totalRows).toBe(rowsBefore)
+
+        const sibling = event(uniqueTopic("broken-sibling"), "ok")
+        const batch = yield* post("/publish/batch", { events: [body, sibling] })
+        expect(batch.status).toBe(200)
+        expect(batch.json).toMatchObject({ received: 2, processed: 1, duplicates: 0, rejected: 1 })
+        expect(batch.json.results[0].status).toBe("rejected")
+        expect(batch.json.results[0].errors.map((e: any) => e.path).sort()).toEqual([...fields].sort())
+        expect(batch.json.results[1]).toMatchObject({ status: "processed", topic: sibling.topic, event_id: "ok" })
+        if (exclusive) expect(yield* totalRows).toBe(rowsBefore! + 1)
+        if (typeof body.topic === "string") expect((yield* get(`/events?topic=${encodeURIComponent(topic)}`)).json).toEqual([])
+      }),
+    { timeout: 120_000, fastCheck: { numRuns: 100 } }
+  )
 
   it.effect("an invalid event stores nothing, even when its other fields are fine", () =>
     Effect.gen(function*() {

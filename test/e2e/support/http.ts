@@ -9,7 +9,8 @@ export interface Answer {
   readonly json: any
 }
 
-const parse = (text: string): unknown => {
+/** The text parsed as JSON, or undefined when it is not JSON. */
+export const parseJson = (text: string): unknown => {
   try {
     return JSON.parse(text)
   } catch {
@@ -41,7 +42,7 @@ export const send = (path: string, init: RequestInit = {}) =>
         throw signal.aborted ? new Error(`${init.method ?? "GET"} ${path}: no answer within ${ANSWER_WITHIN_MS} ms`) : e
       })
       const text = await res.text()
-      return { status: res.status, headers: res.headers, text, json: parse(text) }
+      return { status: res.status, headers: res.headers, text, json: parseJson(text) }
     }))
 
 /** POSTs `body` (JSON-encoded unless it is already a string or bytes) as application/json. */
