@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Either, FastCheck as fc, Fiber, Layer, Queue, Stream } from "effect"
+import * as net from "node:net"
 import { afterAll, beforeAll, describe as plainDescribe, expect as plainExpect, it as plainIt } from "vitest"
 import { Batcher } from "../src/aggregator/Batcher.js"
 import { Broker } from "../src/aggregator/Broker.js"
@@ -250,6 +251,87 @@ plainDescribe.skipIf(skipWithoutPostgres)(`shutdown with live-tail clients conne
       plainExpect(agg.output()).not.toContain("shutdown timeout")
     } finally {
       agg.child.kill("SIGKILL")
+      await db.drop()
+    }
+  })
+})
+
+/**
+ * A raw HTTP/1.1 client that subscribes to `path` and then stops reading, though it keeps the TCP
+ * connection open: what a hung or overwhelmed consumer looks like to the server.
+ */
+const stalledClient = (url: string, path: string) =>
+  new Promise<{ readonly resume: () => Promise<string>; readonly closed: () => boolean }>((resolve, reject) => {
+    const { hostname, port } = new URL(url)
+    const socket = net.connect(Number(port), hostname)
+    let text = ""
+    let closed = false
+    const ended = new Promise<void>((done) => socket.on("close", () => {
+      closed = true
+      done()
+    }))
+    socket.setEncoding("utf8")
+    socket.on("error", () => {})
+    socket.on("connect", () => socket.write(`GET ${path} HTTP/1.1\r\nhost: ${hostname}:${port}\r\n\r\n`))
+    const onData = (chunk: string) => {
+      text += chunk
+      if (!text.includes(": subscribed")) return
+      socket.off("data", onData)
+      socket.pause()
+      resolve({
+        closed: () => closed,
+        // reads what the kernel still holds, until the server's end of the connection is gone
+        resume: async () => {
+          socket.on("data", (more: string) => (text += more))
+          socket.resume()
+          await ended
+          return text
+        }
+      })
+    }
+    socket.on("data", onData)
+    ended.then(() => reject(new Error(`${path} closed before subscribing: ${text}`)))
+  })
+
+plainDescribe.skipIf(skipWithoutPostgres)(`a live-tail client that stops reading${withoutPostgresNote}`, () => {
+  plainIt("is disconnected and unsubscribed once it falls behind, while other clients keep streaming", async () => {
+    const db = await freshDatabase("stall")
+    const agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_CLIENT_BUFFER_EVENTS: "16" }, await freePort())
+    try {
+      await waitFor(`${agg.url}/ready`)
+      const stalled = await stalledClient(agg.url, "/events/stream")
+      const healthy = sseClient(`${agg.url}/events/stream?topic=small`)
+      await healthy.ready
+      plainExpect((await stats(agg.url)).stream_clients).toBe(2)
+
+      // Large events fill the socket buffers, then the writer waits for a drain that never comes, then
+      // the client's own buffer overflows. The kernel's socket buffers take a few MB (about 5 on a
+      // default Linux); a server that kept the stalled client would be sent events up to the limit.
+      const blob = "x".repeat(60_000)
+      const limit = 32 * 1024 * 1024
+      let sent = 0
+      while ((await stats(agg.url)).stream_clients > 1) {
+        if (sent * blob.length > limit) throw new Error(`the stalled client is still connected after ${sent} large events`)
+        const batch = Array.from({ length: 10 }, (_, i) => event("big", `b${sent + i}`)).map((e) => ({ ...e, payload: { blob } }))
+        const res = await postJson(`${agg.url}/publish/batch`, batch)
+        plainExpect(res.status).toBe(200)
+        plainExpect((await res.json() as any).processed).toBe(10)
+        sent += 10
+      }
+
+      // the server cut the connection: what the kernel held reaches the client, then the end
+      const received = await stalled.resume()
+      plainExpect(stalled.closed()).toBe(true)
+      plainExpect(received.split("\ndata: ").length - 1).toBeLessThan(sent)
+
+      plainExpect((await postJson(`${agg.url}/publish`, event("small", "after"))).status).toBe(201)
+      await until("the healthy client to see the event", () => healthy.events.some((e) => e.event_id === "after"))
+      plainExpect((await stats(agg.url)).stream_clients).toBe(1)
+      healthy.close()
+      await until("no client left", async () => (await stats(agg.url)).stream_clients === 0)
+    } finally {
+      agg.child.kill("SIGTERM")
+      await agg.exited
       await db.drop()
     }
   })

@@ -230,7 +230,9 @@ export class Broker extends Effect.Service<Broker>()("Aggregator/Broker", {
 
     /**
      * A bounded queue of the events announced from now on (one topic or all), for one client. When the
-     * client falls `streamClientBufferEvents` behind, the queue shuts down: its stream ends.
+     * client falls `streamClientBufferEvents` behind, it is dropped: it leaves the hub at once (the hub
+     * keeps every event until each subscriber has taken it) and its queue shuts down, which ends its
+     * stream; whoever serves the client must then let it go even if it is stuck writing to it.
      */
     const subscribe = (topic: string | undefined) =>
       Effect.gen(function*() {
@@ -240,13 +242,14 @@ export class Broker extends Effect.Service<Broker>()("Aggregator/Broker", {
           Queue.shutdown
         )
         yield* Effect.acquireRelease(Effect.sync(() => clients++), () => Effect.sync(() => clients--))
+        const drop = Queue.shutdown(subscription).pipe(Effect.zipRight(Queue.shutdown(mine)), Effect.zipRight(Effect.interrupt))
         yield* Queue.take(subscription).pipe(
           Effect.flatMap((first) => Effect.map(Queue.takeAll(subscription), (rest) => [first, ...rest])),
           Effect.flatMap((events) =>
             Effect.suspend(() => {
               for (const e of events) {
                 if (topic !== undefined && e.topic !== topic) continue
-                if (!mine.unsafeOffer(e)) return Queue.shutdown(mine).pipe(Effect.zipRight(Effect.interrupt))
+                if (!mine.unsafeOffer(e)) return drop
               }
               return Effect.void
             })

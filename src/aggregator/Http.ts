@@ -3,6 +3,7 @@ import * as HttpApiError from "@effect/platform/HttpApiError"
 import * as HttpServerError from "@effect/platform/HttpServerError"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
@@ -10,6 +11,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
@@ -144,20 +146,29 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
     const broker = yield* Broker
     const draining = yield* Draining
 
-    // The first line is written once the subscription exists: nothing stored after it is missed. A
-    // stream ends when its client falls behind, and every stream ends when shutdown begins.
-    const liveTail = (topic: string | undefined) =>
-      Stream.unwrapScoped(Effect.map(broker.subscribe(topic), (queue) =>
-        Stream.make(": subscribed\n\n").pipe(
+    // The first line is written once the subscription exists: nothing stored after it is missed. Every
+    // stream ends when shutdown begins. A client that falls behind is dropped: its queue shuts down, and
+    // as the writer may be stuck waiting for a socket the client no longer reads (a stream that is not
+    // pulled cannot end), the connection is destroyed, which also ends the response.
+    const liveTail = (topic: string | undefined, connection: { readonly destroy: () => void }) =>
+      Stream.unwrapScoped(Effect.gen(function*() {
+        const queue = yield* broker.subscribe(topic)
+        // forked after subscribing, so interrupted before the queue's own release shuts it down
+        yield* Queue.awaitShutdown(queue).pipe(
+          Effect.zipRight(Effect.sync(() => connection.destroy())),
+          Effect.forkScoped
+        )
+        return Stream.make(": subscribed\n\n").pipe(
           Stream.concat(Stream.merge(
             Stream.fromQueue(queue).pipe(Stream.mapChunks((events) => Chunk.of(Chunk.join(Chunk.map(events, sseFrame), "")))),
             Stream.fromSchedule(Schedule.spaced(Duration.millis(config.streamHeartbeatMs))).pipe(Stream.as(":\n\n")),
             { haltStrategy: "left" }
           ))
-        ))).pipe(
-          Stream.interruptWhen(draining.started),
-          Stream.encodeText
         )
+      })).pipe(
+        Stream.interruptWhen(draining.started),
+        Stream.encodeText
+      )
 
     const write = (events: ReadonlyArray<NewEvent>) =>
       batcher.submit(events).pipe(
@@ -217,8 +228,8 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
           ...(urlParams.topic !== undefined ? { topic: urlParams.topic } : {}),
           ...(urlParams.before !== undefined ? { before: urlParams.before } : {})
         }))
-      .handleRaw("stream", ({ urlParams }) =>
-        Effect.succeed(HttpServerResponse.stream(liveTail(urlParams.topic), {
+      .handleRaw("stream", ({ request, urlParams }) =>
+        Effect.succeed(HttpServerResponse.stream(liveTail(urlParams.topic, NodeHttpServerRequest.toServerResponse(request)), {
           contentType: "text/event-stream",
           headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
         })))
