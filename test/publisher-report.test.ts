@@ -297,6 +297,43 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
       expect(rendered.stderr).toContain(`report written to ${again}`)
       expect(fs.readFileSync(again, "utf8")).toBe(html)
 
+      // the server's counters are on the page; a summary saved before they were still renders, without them
+      const added = summary.verification.server_stats.added
+      expect(figure(html, "stats_processed")).toBe(added.unique_processed)
+      expect(figure(html, "stats_received")).toBe(added.received)
+      expect(added.unique_processed).toBe(summary.verification.new_keys)
+      const older = path.join(dir, "older.json")
+      const { server_stats: _stats, ...olderVerification } = summary.verification
+      fs.writeFileSync(older, JSON.stringify({
+        ...summary,
+        verification: { ...olderVerification, checks: olderVerification.checks.map(({ skipped: _s, ...c }: any) => c) }
+      }))
+      const olderReport = path.join(dir, "older.html")
+      const fromOlder = yield* Effect.promise(() => runPublisher(["--from-json", older, "--report", olderReport]))
+      expect(fromOlder.code, fromOlder.stderr).toBe(0)
+      expect(fs.readFileSync(olderReport, "utf8")).not.toContain(`data-figure="stats_processed"`)
+
+      // checks skipped because the server restarted: marked SKIPPED, and the run still passes
+      const restarted = "server restarted during the run (started 2025-01-31T12:00:00.000Z, then 2025-01-31T12:05:00.000Z)"
+      const skippedPage = renderReport({
+        ...summary,
+        verification: {
+          ...summary.verification,
+          server_stats: { ...summary.verification.server_stats, skipped: restarted },
+          checks: summary.verification.checks.map((c: any) =>
+            c.name.startsWith("server stats") ? { ...c, skipped: true, detail: `skipped: ${restarted}` } : c
+          )
+        }
+      })
+      expect(skippedPage).toContain(`<span class="badge pass">PASS</span>`)
+      expect(skippedPage).not.toContain(`badge fail`)
+      expect(skippedPage).toContain(`server stats not compared: ${escapeHtml(restarted)}`)
+      const skippedRows = [...skippedPage.matchAll(/<tr class="skipped"><td><span class="badge skip">SKIPPED<\/span><\/td><td>([^<]*)<\/td>/g)]
+      expect(skippedRows.map((m) => m[1])).toEqual([
+        "server stats: processed == new keys",
+        "server stats: received, duplicates and rejected as answered"
+      ])
+
       // every string that reaches the page is escaped, whether it came from a flag or from the server
       const hostileSummary = path.join(dir, "hostile.json")
       fs.writeFileSync(hostileSummary, JSON.stringify(poisoned(summary)))

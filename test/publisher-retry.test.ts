@@ -21,7 +21,25 @@ interface FakeOptions {
   readonly rejectWith?: number
   /** Store each event's first attempt but never answer it, as if the answer were lost after the commit. */
   readonly loseFirstAnswer?: boolean
+  /** Count wrongly in /stats: every duplicate as processed, or every stored event as rejected as well. */
+  readonly miscount?: "duplicates as processed" | "stored also as rejected"
+  /** Live replicas /stats says its counters sum (1 by default). */
+  readonly replicas?: number
+  /** Show each move of the counters in /stats only this long after it, as a cluster's sums lag. */
+  readonly statsLagMs?: number
+  /** At this publish attempt start over as a new process: counters from 0 and a new start time (storage survives). */
+  readonly restartAt?: number
 }
+
+interface Counters {
+  readonly received: number
+  readonly unique_processed: number
+  readonly duplicate_dropped: number
+  readonly rejected: number
+  readonly storage_failures: number
+}
+
+const noCounts: Counters = { received: 0, unique_processed: 0, duplicate_dropped: 0, rejected: 0, storage_failures: 0 }
 
 interface Stored {
   readonly seq: number
@@ -30,15 +48,39 @@ interface Stored {
 
 /**
  * A small stand-in for the aggregator speaking its wire format, to make it misbehave on purpose. It keeps
- * when each publish attempt arrived, per event id.
+ * when each publish attempt arrived, per event id, and counts outcomes in /stats as the aggregator does:
+ * each decided attempt once (processed, duplicate or rejected), a 503 as a storage failure.
  */
-// any value of the shared Stats schema, so the fake keeps up with it; only the row count matters here
+// any value of the shared Stats schema, so the fake keeps up with it; the counters and row count are its own
 const statsShape = Schema.encodeSync(Stats)(sampleStats())
 
 const startFake = async (options: FakeOptions) => {
   const stored = new Map<string, Stored>()
   const attempts = new Map<string, Array<number>>()
   let seq = 0
+  let publishAttempts = 0
+  let statsReads = 0
+  let startedAt = Date.now()
+  // every state of the counters since the (last) start, and when it began
+  let history: Array<{ readonly at: number; readonly counters: Counters }> = [{ at: 0, counters: noCounts }]
+  const count = (move: Partial<Counters>) => {
+    const now = history[history.length - 1].counters
+    const next = { ...now }
+    for (const [k, v] of Object.entries(move) as Array<[keyof Counters, number]>) next[k] = now[k] + v
+    history.push({ at: Date.now(), counters: next })
+  }
+  const reported = () => {
+    const visibleFrom = Date.now() - (options.statsLagMs ?? 0)
+    return history.filter((h) => h.at <= visibleFrom).at(-1)!.counters
+  }
+  const counted = (outcome: "processed" | "dropped_duplicate" | number) => {
+    if (outcome === 503) return count({ storage_failures: 1 })
+    if (typeof outcome === "number") return count({ received: 1, rejected: 1 })
+    if (outcome === "processed") {
+      return count({ received: 1, unique_processed: 1, ...(options.miscount === "stored also as rejected" ? { rejected: 1 } : {}) })
+    }
+    return count(options.miscount === "duplicates as processed" ? { received: 1, unique_processed: 1 } : { received: 1, duplicate_dropped: 1 })
+  }
   const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     res.writeHead(status, { "content-type": "application/json", ...headers })
     res.end(JSON.stringify(body))
@@ -49,7 +91,7 @@ const startFake = async (options: FakeOptions) => {
       req.on("data", (d) => (body += d))
       req.on("end", () => resolve(JSON.parse(body)))
     })
-  const take = (event: any): "processed" | "dropped_duplicate" | number => {
+  const decide = (event: any): "processed" | "dropped_duplicate" | number => {
     const key = `${event.topic}\u0000${event.event_id}`
     const seen = attempts.get(event.event_id) ?? []
     seen.push(Date.now())
@@ -61,11 +103,30 @@ const startFake = async (options: FakeOptions) => {
     stored.set(key, { seq: ++seq, event })
     return "processed"
   }
+  const take = (event: any) => {
+    if (++publishAttempts === options.restartAt) {
+      startedAt = Date.now() + 1
+      history = [{ at: 0, counters: noCounts }]
+    }
+    const outcome = decide(event)
+    counted(outcome)
+    return outcome
+  }
   const server: Server = createServer(async (req, res) => {
     const url = new URL(req.url ?? "/", "http://fake")
     if (req.method === "GET" && url.pathname === "/ready") return json(res, 200, { status: "ready", database: "postgresql" })
     if (req.method === "GET" && url.pathname === "/stats") {
-      return json(res, 200, { ...statsShape, database_total_rows: stored.size })
+      statsReads++
+      const { storage_failures, ...uptime_stats } = reported()
+      return json(res, 200, {
+        ...statsShape,
+        uptime_stats,
+        storage_failures,
+        database_total_rows: stored.size,
+        started_at: new Date(startedAt).toISOString(),
+        uptime_seconds: Math.max(0, Date.now() - startedAt) / 1000,
+        cluster: { ...statsShape.cluster, uptime_stats, storage_failures, replicas: options.replicas ?? 1 }
+      })
     }
     if (req.method === "GET" && url.pathname === "/events") return json(res, 200, [])
     const match = /^\/events\/([^/]+)\/([^/]+)$/.exec(url.pathname)
@@ -111,6 +172,7 @@ const startFake = async (options: FakeOptions) => {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     attempts,
     stored,
+    statsReads: () => statsReads,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve())
@@ -171,7 +233,18 @@ it.live("503 with Retry-After: the same event is sent again, no sooner than aske
       runPublisher(["--url", f.url, "--events", "20", "--duplicates", "0", "--concurrency", "4", "--json"])
     )
     expect(run.code, run.stderr).toBe(0)
-    expect(JSON.parse(run.stdout)).toMatchObject({ ok: true, processed: 20, retries: 40, failed: 0, verification: { ok: true, rows_added: 20 } })
+    const summary = JSON.parse(run.stdout)
+    expect(summary).toMatchObject({ ok: true, processed: 20, retries: 40, failed: 0, unanswered_sends: 0, verification: { ok: true, rows_added: 20 } })
+    // a 503 is a refusal the server does not count as received: its counters stay exact
+    expect(summary.verification.server_stats.added).toEqual({
+      received: 20,
+      unique_processed: 20,
+      duplicate_dropped: 0,
+      rejected: 0,
+      storage_failures: 40
+    })
+    expect(summary.verification.checks.find((c: any) => c.name === "server stats: processed == new keys").detail)
+      .toBe("+20 processed (1 replica), matches 20 new keys")
     expect(f.attempts.size).toBe(20)
     for (const times of f.attempts.values()) {
       expect(times.length).toBe(3)
@@ -228,6 +301,19 @@ it.live("an answer lost after the commit: the retry is told duplicate, and verif
       verification: { ok: true, rows_added: 20, new_keys: 20, already_stored_keys: 0 }
     })
     expect(summary.verification.checks.find((c: any) => c.name.startsWith("database rows")).detail).toContain("20 recovered")
+    // the server counted each lost attempt (processed) and each retry (duplicate): more than the publisher was
+    // told, by at most the sends left unanswered, which is all the stats check can hold it to
+    expect(summary.unanswered_sends).toBe(20)
+    expect(summary.verification.server_stats.added).toMatchObject({ received: 40, unique_processed: 20, duplicate_dropped: 20 })
+    expect(summary.verification.checks.filter((c: any) => c.name.startsWith("server stats"))).toEqual([
+      { name: "server stats: processed == new keys", ok: true, skipped: false, detail: "+20 processed (1 replica), matches 20 new keys" },
+      {
+        name: "server stats: received, duplicates and rejected as answered",
+        ok: true,
+        skipped: false,
+        detail: "+40 received, +20 duplicates, +0 rejected, as answered (up to 20 more for sends whose answer was lost)"
+      }
+    ])
   }), { timeout: 60_000 })
 
 it.live("--rate caps the pace of first attempts", () =>
@@ -243,4 +329,92 @@ it.live("--rate caps the pace of first attempts", () =>
     const starts = [...f.attempts.values()].map((t) => t[0]).sort((a, b) => a - b)
     expect(starts[starts.length - 1] - starts[0]).toBeGreaterThanOrEqual(400)
     expect(JSON.parse(run.stdout).elapsed_seconds).toBeGreaterThanOrEqual(0.48)
+  }), { timeout: 60_000 })
+
+const STATS_PROCESSED = "server stats: processed == new keys"
+const STATS_ANSWERS = "server stats: received, duplicates and rejected as answered"
+
+it.live("server stats that disagree with the answers fail verification (exit 1), though every row is right", () =>
+  Effect.gen(function*() {
+    // 35 distinct keys, 15 re-sends; the fake stores and answers correctly, only its counters are wrong
+    const duplicatesAsProcessed = yield* Effect.promise(() => fake({ store: true, miscount: "duplicates as processed" }))
+    const run = yield* Effect.promise(() =>
+      runPublisher(["--url", duplicatesAsProcessed.url, "--events", "50", "--duplicates", "0.3", "--stats-settle", "0.5", "--json"])
+    )
+    expect(run.code).toBe(1)
+    const summary = JSON.parse(run.stdout)
+    expect(summary).toMatchObject({ ok: false, processed: 35, duplicates: 15, failed: 0, verification: { ok: false, rows_added: 35 } })
+    expect(summary.verification.checks.filter((c: any) => !c.ok)).toEqual([
+      { name: STATS_PROCESSED, ok: false, skipped: false, detail: "+50 processed (1 replica) vs 35 new keys" },
+      { name: STATS_ANSWERS, ok: false, skipped: false, detail: "+50 received, +0 duplicates, +0 rejected; expected duplicates 15" }
+    ])
+    // short of the duplicates it answered: the publisher gave the counters --stats-settle to catch up first
+    expect(run.stderr).toContain("the server's counters are short of what it answered; re-reading /stats for up to 500ms")
+    expect(duplicatesAsProcessed.statsReads()).toBeGreaterThan(2)
+    expect(run.stderr).toContain(`verification failed: ${STATS_PROCESSED}; ${STATS_ANSWERS}`)
+
+    const rejectsStored = yield* Effect.promise(() => fake({ store: true, miscount: "stored also as rejected" }))
+    const human = yield* Effect.promise(() =>
+      runPublisher(["--url", rejectsStored.url, "--events", "50", "--duplicates", "0", "--mode", "batch", "--batch-size", "10"])
+    )
+    expect(human.code).toBe(1)
+    expect(human.stdout).toContain(`  ok   ${STATS_PROCESSED}: +50 processed (1 replica), matches 50 new keys`)
+    expect(human.stdout).toContain(`  FAIL ${STATS_ANSWERS}: +50 received, +0 duplicates, +50 rejected; expected rejected 0`)
+    expect(human.stdout).toContain("result: FAILED")
+    expect(human.stderr).toContain(`verification failed: ${STATS_ANSWERS}`)
+    // too many never settles: no waiting for it
+    expect(human.stderr).not.toContain("re-reading /stats")
+  }), { timeout: 60_000 })
+
+it.live("a server that restarted during the run: the stats checks are skipped, not failed, and the run verifies", () =>
+  Effect.gen(function*() {
+    const restarting = yield* Effect.promise(() => fake({ store: true, restartAt: 26 }))
+    const run = yield* Effect.promise(() =>
+      runPublisher(["--url", restarting.url, "--events", "50", "--duplicates", "0", "--concurrency", "4", "--json"])
+    )
+    expect(run.code, run.stderr).toBe(0)
+    const summary = JSON.parse(run.stdout)
+    expect(summary).toMatchObject({ ok: true, processed: 50, verification: { ok: true, rows_added: 50 } })
+    // its counters began again at the 26th event: they saw 25 of the 50
+    expect(summary.verification.server_stats).toMatchObject({
+      replicas: 1,
+      added: { unique_processed: 25, received: 25 },
+      skipped: expect.stringMatching(/^server restarted during the run \(started \S+, then \S+\)$/)
+    })
+    const stats = summary.verification.checks.filter((c: any) => c.name.startsWith("server stats"))
+    expect(stats.map((c: any) => c.name)).toEqual([STATS_PROCESSED, STATS_ANSWERS])
+    for (const check of stats) {
+      expect(check).toMatchObject({ ok: true, skipped: true, detail: expect.stringMatching(/^skipped: server restarted during the run/) })
+    }
+
+    const again = yield* Effect.promise(() => fake({ store: true, restartAt: 26 }))
+    const human = yield* Effect.promise(() =>
+      runPublisher(["--url", again.url, "--events", "50", "--duplicates", "0", "--concurrency", "4"])
+    )
+    expect(human.code, human.stderr).toBe(0)
+    expect(human.stdout).toMatch(/^ {2}skip server stats: processed == new keys: skipped: server restarted during the run/m)
+    expect(human.stdout).toContain("result: OK")
+  }), { timeout: 60_000 })
+
+it.live("behind a load balancer the cluster's sums lag: the publisher re-reads /stats until they catch up", () =>
+  Effect.gen(function*() {
+    const cluster = yield* Effect.promise(() => fake({ store: true, replicas: 3, statsLagMs: 1_000 }))
+    const run = yield* Effect.promise(() =>
+      runPublisher(["--url", cluster.url, "--events", "50", "--duplicates", "0.3", "--json"])
+    )
+    expect(run.code, run.stderr).toBe(0)
+    const summary = JSON.parse(run.stdout)
+    expect(summary.verification.checks.find((c: any) => c.name === STATS_PROCESSED)).toEqual({
+      name: STATS_PROCESSED,
+      ok: true,
+      skipped: false,
+      detail: "+35 processed (3 replicas), matches 35 new keys"
+    })
+    expect(summary.verification.server_stats).toEqual({
+      replicas: 3,
+      added: { received: 50, unique_processed: 35, duplicate_dropped: 15, rejected: 0, storage_failures: 0 },
+      skipped: null
+    })
+    expect(run.stderr).toContain("re-reading /stats")
+    expect(cluster.statsReads()).toBeGreaterThan(2)
   }), { timeout: 60_000 })

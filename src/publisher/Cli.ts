@@ -24,6 +24,8 @@ export interface Settings {
   readonly readyTimeout: Duration.Duration
   readonly maxRetries: number
   readonly spotCheck: number
+  /** After the run, how long to keep re-reading `/stats` while its counters are short of the answers. */
+  readonly statsSettle: Duration.Duration
   readonly progressInterval: Duration.Duration
   /** Where to write the one-page HTML report; none: no report. */
   readonly report: Option.Option<string>
@@ -137,7 +139,8 @@ export const options = {
     "verify",
     "VERIFY",
     true,
-    "Compare the server's row count and a sample of stored events with what was sent; exit 1 on a mismatch.",
+    "Compare the server's row count, its /stats counters and a sample of stored events with what was sent; " +
+      "exit 1 on a mismatch.",
     "no-verify"
   ),
   json: flag("json", "JSON_SUMMARY", false, "Print the summary as JSON."),
@@ -151,6 +154,13 @@ export const options = {
     "Retries per request after a connection error, timeout, 429 or 502/503/504."
   ),
   spotCheck: integer("spot-check", "SPOT_CHECK", 100, 0, "Keys read back with GET /events/{topic}/{event_id}."),
+  statsSettle: seconds(
+    "stats-settle",
+    "STATS_SETTLE",
+    5,
+    "After the run, how long to keep re-reading /stats while its counters are short of what the server answered " +
+      "(behind a load balancer each replica publishes its counters every 2 s)."
+  ),
   progressInterval: seconds(
     "progress-interval",
     "PROGRESS_INTERVAL",

@@ -27,7 +27,25 @@ const Latency = Schema.Struct({
   histogram: Schema.optional(Schema.Array(Bucket))
 })
 
-const Check = Schema.Struct({ name: Schema.String, ok: Schema.Boolean, detail: Schema.String })
+const Check = Schema.Struct({
+  name: Schema.String,
+  ok: Schema.Boolean,
+  // absent from summaries saved before checks could be skipped
+  skipped: Schema.optional(Schema.Boolean),
+  detail: Schema.String
+})
+
+const ServerStats = Schema.Struct({
+  replicas: Schema.Number,
+  added: Schema.Struct({
+    received: Schema.Number,
+    unique_processed: Schema.Number,
+    duplicate_dropped: Schema.Number,
+    rejected: Schema.Number,
+    storage_failures: Schema.Number
+  }),
+  skipped: Schema.NullOr(Schema.String)
+})
 
 const Verification = Schema.Struct({
   ok: Schema.Boolean,
@@ -37,6 +55,8 @@ const Verification = Schema.Struct({
   new_keys: Count,
   already_stored_keys: Count,
   spot_checked: Count,
+  // absent from summaries saved before the stats check existed
+  server_stats: Schema.optional(Schema.NullOr(ServerStats)),
   checks: Schema.Array(Check)
 })
 
@@ -193,14 +213,27 @@ const verificationSection = (s: ReportInput): string => {
   const rows = v.rows_before === null || v.rows_after === null
     ? "the server did not report its row count"
     : `database rows ${num(v.rows_before)} → ${num(v.rows_after)}`
+  const server = v.server_stats
+  const stats = server === undefined
+    ? ""
+    : server === null
+    ? " · the server's /stats could not be read"
+    : server.skipped !== null
+    ? ` · server stats not compared: ${escapeHtml(server.skipped)}`
+    : ` · server stats (${num(server.replicas)} replica${server.replicas === 1 ? "" : "s"}): ` +
+      `+${figure("stats_processed", server.added.unique_processed)} processed, ` +
+      `+${figure("stats_duplicates", server.added.duplicate_dropped)} duplicates, ` +
+      `+${figure("stats_rejected", server.added.rejected)} rejected, ` +
+      `+${figure("stats_received", server.added.received)} received`
   return `<p>${figure("new_keys", v.new_keys)} new keys, ${figure("already_stored_keys", v.already_stored_keys)} ` +
-    `already stored before this run · ${rows} · ${num(v.spot_checked)} keys read back. ` +
+    `already stored before this run · ${rows}${stats} · ${num(v.spot_checked)} keys read back. ` +
     `<span class="muted">Exact when this publisher is the only writer.</span></p>` +
     `<table class="checks"><thead><tr><th></th><th>check</th><th>detail</th></tr></thead><tbody>` +
-    v.checks.map((c) =>
-      `<tr class="${c.ok ? "ok" : "failed"}"><td>${verdict(c.ok)}</td><td>${escapeHtml(c.name)}</td>` +
-      `<td>${escapeHtml(c.detail)}</td></tr>`
-    ).join("") +
+    v.checks.map((c) => {
+      const skipped = c.skipped === true
+      return `<tr class="${skipped ? "skipped" : c.ok ? "ok" : "failed"}"><td>${verdict(skipped ? null : c.ok)}</td>` +
+        `<td>${escapeHtml(c.name)}</td><td>${escapeHtml(c.detail)}</td></tr>`
+    }).join("") +
     `</tbody></table>`
 }
 
@@ -235,6 +268,7 @@ th { color:var(--muted); font-weight:600; font-size:12px; text-transform:upperca
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums }
 td { word-break:break-word }
 .checks td:first-child { width:1%; white-space:nowrap } tr.failed td { background:var(--fail-bg) }
+tr.skipped td { color:var(--muted) }
 .columns { display:grid; grid-template-columns:1fr 1fr; gap:16px; margin-top:16px }
 .columns section { margin-top:0 }
 .percentiles { display:flex; gap:28px; margin:10px 0 6px }

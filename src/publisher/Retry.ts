@@ -27,6 +27,16 @@ export const classify = (failure: AttemptFailure): Verdict => {
   }
 }
 
+/**
+ * Whether the server may have decided the events of an attempt that failed so — stored them or counted them
+ * in `/stats` — without the publisher learning how: no answer came (connection error, timeout), the answer
+ * was unreadable, or a 5xx that promises nothing. The aggregator answers 429 and 503 only for writes it
+ * refused or that did not commit, and counts neither as received (a commit hidden behind a 503 is counted
+ * in `storage_failures`); a 4xx is counted as rejected on both sides.
+ */
+export const mayHaveBeenCounted = (failure: AttemptFailure): boolean =>
+  failure._tag !== "Status" || (failure.status >= 500 && failure.status !== 503)
+
 export const describeFailure = (failure: AttemptFailure): string => {
   switch (failure._tag) {
     case "Status":

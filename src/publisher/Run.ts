@@ -15,7 +15,19 @@ import { startProgress } from "./Progress.js"
 import { checkReportTarget, writeReport } from "./Report.js"
 import { type AttemptFailure, defaultBackoff, describeFailure } from "./Retry.js"
 import { deliverBatch, deliverOne, type RetryOptions, withRetries } from "./Sender.js"
-import { formatSummary, latencyOf, type Observation, sameJson, succeeded, type Summary, verify } from "./Summary.js"
+import {
+  type Counts,
+  countersOf,
+  formatSummary,
+  latencyOf,
+  type Observation,
+  sameJson,
+  type ServerCounters,
+  statsShort,
+  succeeded,
+  type Summary,
+  verify
+} from "./Summary.js"
 import { Tally } from "./Tally.js"
 import { chunk, generateWorkload, sample, type Workload } from "./Workload.js"
 
@@ -91,9 +103,10 @@ const retried = <A>(effect: Effect.Effect<A, AttemptFailure>, retry: RetryOption
 interface Baseline {
   readonly rows: number | null
   readonly seq: number | null
+  readonly stats: ServerCounters | null
 }
 
-/** The row count and newest storage sequence number before sending; null where the server did not say. */
+/** The row count, stats counters and newest storage sequence number before sending; null where the server did not say. */
 const baseline = (retry: RetryOptions) =>
   Effect.gen(function*() {
     const aggregator = yield* Aggregator
@@ -101,7 +114,8 @@ const baseline = (retry: RetryOptions) =>
     const seq = yield* retried(aggregator.newestSeq, retry)
     return {
       rows: Either.isRight(stats) ? stats.right.database_total_rows : null,
-      seq: Either.isRight(seq) ? seq.right : null
+      seq: Either.isRight(seq) ? seq.right : null,
+      stats: Either.isRight(stats) ? countersOf(stats.right) : null
     } satisfies Baseline
   })
 
@@ -146,7 +160,7 @@ const observe = (
       else if (!sameEvent(workload.originals[key], result.right.value)) mismatched++
     }
 
-    return {
+    return yield* settleStats(tally.counts(), {
       rows_before: before.rows,
       rows_after: rowsAfter,
       recovered_keys: recovered,
@@ -154,8 +168,32 @@ const observe = (
       spot_wanted: settings.spotCheck,
       spot_checked: spotKeys.length,
       spot_missing: missing,
-      spot_mismatched: mismatched
-    } satisfies Observation
+      spot_mismatched: mismatched,
+      stats_before: before.stats,
+      stats_after: Either.isRight(after) ? countersOf(after.right) : null
+    })
+  })
+
+/**
+ * Re-reads `/stats` while its counters are short of what the publisher was told, up to `--stats-settle`:
+ * behind a load balancer the cluster's sums include each other replica's counters as it last published
+ * them, and a request whose answer was lost may still be counting.
+ */
+const settleStats = (counts: Counts, observed: Observation) =>
+  Effect.gen(function*() {
+    const settings = yield* PublisherSettings
+    const aggregator = yield* Aggregator
+    const deadline = (yield* Clock.currentTimeMillis) + Duration.toMillis(settings.statsSettle)
+    let current = observed
+    if (statsShort(counts, current)) {
+      yield* note(`the server's counters are short of what it answered; re-reading /stats for up to ${Duration.format(settings.statsSettle)}`)
+    }
+    while (statsShort(counts, current) && (yield* Clock.currentTimeMillis) < deadline) {
+      yield* Effect.sleep("250 millis")
+      const again = yield* Effect.either(aggregator.stats)
+      if (Either.isRight(again)) current = { ...current, stats_after: countersOf(again.right) }
+    }
+    return current
   })
 
 const program = Effect.gen(function*() {
@@ -175,7 +213,7 @@ const program = Effect.gen(function*() {
 
   yield* waitUntilReady
 
-  const before = settings.verify ? yield* baseline(retry) : { rows: null, seq: null }
+  const before = settings.verify ? yield* baseline(retry) : { rows: null, seq: null, stats: null }
 
   const stopProgress = yield* startProgress(tally, workload.items.length, settings.progressInterval)
   const startedNs = yield* Clock.currentTimeNanos

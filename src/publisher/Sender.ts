@@ -4,7 +4,15 @@ import * as Either from "effect/Either"
 import * as Random from "effect/Random"
 import type { BatchResult } from "../domain/Event.js"
 import type { Aggregator } from "./Aggregator.js"
-import { type AttemptFailure, type BackoffPolicy, classify, describeFailure, parseRetryAfter, retryDelay } from "./Retry.js"
+import {
+  type AttemptFailure,
+  type BackoffPolicy,
+  classify,
+  describeFailure,
+  mayHaveBeenCounted,
+  parseRetryAfter,
+  retryDelay
+} from "./Retry.js"
 import type { Tally } from "./Tally.js"
 import type { WorkItem } from "./Workload.js"
 
@@ -59,6 +67,7 @@ export const deliverOne = (aggregator: Aggregator, tally: Tally, options: RetryO
         Effect.sync(() => {
           tally.retry(failure)
           tally.suspect(item.key)
+          if (mayHaveBeenCounted(failure)) tally.unanswered(1)
         })
     ))
     if (Either.isRight(result)) {
@@ -68,6 +77,7 @@ export const deliverOne = (aggregator: Aggregator, tally: Tally, options: RetryO
       tally.latency(yield* elapsedSince(start))
       tally.rejected(describeFailure(result.left.failure))
     } else {
+      if (mayHaveBeenCounted(result.left.failure)) tally.unanswered(1)
       tally.failed(item.key, describeFailure(result.left.failure))
     }
   })
@@ -78,6 +88,8 @@ export const countBatchAnswer = (tally: Tally, items: ReadonlyArray<WorkItem>, a
   items.forEach((item, index) => {
     const r = byIndex.get(index)
     if (r === undefined || r.topic !== item.event.topic || r.event_id !== item.event.event_id) {
+      // the server decided it, but the answer does not say how
+      tally.unanswered(1)
       tally.failed(item.key, "batch answer did not account for the event")
     } else if (r.status === "rejected") {
       tally.rejected(`batch item: ${r.errors?.map((e) => e.message).join("; ") ?? "rejected"}`)
@@ -100,6 +112,7 @@ export const deliverBatch = (aggregator: Aggregator, tally: Tally, options: Retr
         Effect.sync(() => {
           tally.retry(failure)
           for (const item of items) tally.suspect(item.key)
+          if (mayHaveBeenCounted(failure)) tally.unanswered(items.length)
         })
     ))
     if (Either.isRight(result)) {
@@ -108,6 +121,7 @@ export const deliverBatch = (aggregator: Aggregator, tally: Tally, options: Retr
     } else {
       const reason = describeFailure(result.left.failure)
       if (result.left.verdict === "rejected") tally.latency(yield* elapsedSince(start))
+      else if (mayHaveBeenCounted(result.left.failure)) tally.unanswered(items.length)
       for (const item of items) {
         if (result.left.verdict === "rejected") tally.rejected(`batch: ${reason}`)
         else tally.failed(item.key, `batch: ${reason}`)

@@ -26,6 +26,7 @@ export class Tally {
   #duplicates = 0
   #rejected = 0
   #failed = 0
+  #unanswered = 0
   readonly #reasons = new Map<string, number>()
   readonly #retryCauses = new Map<string, number>()
 
@@ -83,6 +84,11 @@ export class Tally {
     this.#reasons.set(`failed: ${reason}`, (this.#reasons.get(`failed: ${reason}`) ?? 0) + 1)
   }
 
+  /** Sends of an attempt whose outcome the server may have decided and counted unseen (see `mayHaveBeenCounted`). */
+  unanswered(events: number): void {
+    this.#unanswered += events
+  }
+
   /** An attempt for this key failed; it may have been stored even so. */
   suspect(key: number): void {
     this.#suspect[key] = 1
@@ -138,6 +144,7 @@ export class Tally {
       duplicates: this.#duplicates,
       rejected: this.#rejected,
       failed: this.#failed,
+      unanswered_sends: this.#unanswered,
       keys_processed: keysProcessed,
       keys_processed_twice: keysProcessedTwice,
       keys_acknowledged: keysAcknowledged

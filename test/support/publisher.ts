@@ -3,8 +3,8 @@ import { spawn } from "node:child_process"
 // vitest sets MODE=test, and a developer's shell may set others: the publisher must see only its flags.
 const publisherEnv = [
   "AGGREGATOR_URL", "EVENTS", "DUPLICATES", "TOPICS", "MODE", "BATCH_SIZE", "CONCURRENCY", "RATE", "SEED", "VERIFY",
-  "JSON_SUMMARY", "REQUEST_TIMEOUT", "READY_TIMEOUT", "MAX_RETRIES", "SPOT_CHECK", "PROGRESS_INTERVAL", "API_KEY",
-  "REPORT_FILE"
+  "JSON_SUMMARY", "REQUEST_TIMEOUT", "READY_TIMEOUT", "MAX_RETRIES", "SPOT_CHECK", "STATS_SETTLE", "PROGRESS_INTERVAL",
+  "API_KEY", "REPORT_FILE"
 ]
 const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !publisherEnv.includes(k)))
 
