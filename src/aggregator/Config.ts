@@ -48,6 +48,8 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       flushConcurrency: yield* positiveInt("FLUSH_CONCURRENCY", 4),
       maxPendingEvents: yield* positiveInt("MAX_PENDING_EVENTS", 20_000),
       shutdownTimeoutMs: yield* positiveInt("SHUTDOWN_TIMEOUT_MS", 15_000),
+      // on shutdown, how long an idle keep-alive connection may still bring a request before it is closed
+      shutdownIdleGraceMs: yield* positiveInt("SHUTDOWN_IDLE_GRACE_MS", 1_000),
       // without it the broker is in-process: live tail and stats cover this process only
       redisUrl: yield* Config.option(Config.redacted("REDIS_URL")),
       // prepended to every Redis key and channel, so deployments (or test runs) can share one Redis

@@ -4,6 +4,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Http from "node:http"
+import * as Net from "node:net"
 import { AggregatorConfig } from "./Config.js"
 
 /** The Node server instance behind the Effect HttpServer, so shutdown can drain it itself. */
@@ -31,7 +32,8 @@ export class Draining extends Effect.Service<Draining>()("Aggregator/Draining", 
 
 /**
  * Graceful shutdown, first of all finalizers: stop accepting, let every in-flight request finish (its
- * write commits, its answer is sent), close keep-alive connections as they go idle; only then does the
+ * write commits, its answer is sent), close keep-alive connections after each one's next answer, or after a
+ * grace period for those that stay idle; only then does the
  * framework unhook its handler and the batcher and pool close. Bounded by SHUTDOWN_TIMEOUT_MS.
  */
 export const DrainOnShutdownLive = Layer.scopedDiscard(
@@ -44,9 +46,20 @@ export const DrainOnShutdownLive = Layer.scopedDiscard(
         yield* Effect.logInfo("shutting down: draining in-flight requests")
         yield* draining.start
         const closed = Effect.async<void>((resume) => {
-          server.close(() => resume(Effect.void))
-          const idle = setInterval(() => server.closeIdleConnections(), 50)
-          return Effect.sync(() => clearInterval(idle))
+          // Stop accepting, but not through http.Server#close: since Node 19 it also closes idle keep-alive
+          // connections at once, resetting a request that is already on its way over one of them. Those get
+          // SHUTDOWN_IDLE_GRACE_MS to arrive (their answer says `Connection: close`); connections idle through
+          // all of it are closed then. The callback runs once every connection has ended.
+          Net.Server.prototype.close.call(server, () => resume(Effect.void))
+          let idle: ReturnType<typeof setInterval> | undefined
+          const grace = setTimeout(() => {
+            server.closeIdleConnections()
+            idle = setInterval(() => server.closeIdleConnections(), 50)
+          }, config.shutdownIdleGraceMs)
+          return Effect.sync(() => {
+            clearTimeout(grace)
+            clearInterval(idle)
+          })
         })
         yield* closed.pipe(
           Effect.timeoutTo({
