@@ -1,12 +1,28 @@
-import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Deferred, Effect, Either, Exit, FastCheck as fc, Layer } from "effect"
+import { describe, expect, it, layer } from "@effect/vitest"
+import { HttpApiBuilder, HttpClient, HttpClientRequest } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { ConfigProvider, Deferred, Effect, Either, Exit, FastCheck as fc, Layer, Logger, LogLevel } from "effect"
 import { Batcher } from "../src/aggregator/Batcher.js"
+import { Broker } from "../src/aggregator/Broker.js"
 import { AggregatorConfig } from "../src/aggregator/Config.js"
 import { Database } from "../src/aggregator/Database.js"
 import { eventKey, EventStore, type NewEvent } from "../src/aggregator/EventStore.js"
-import { StorageUnavailable } from "../src/domain/Errors.js"
+import { ApiMiddlewareLive, EventsLive, HealthLive, OperationsLive } from "../src/aggregator/Http.js"
+import { Draining } from "../src/aggregator/Lifecycle.js"
+import { observeRequests } from "../src/aggregator/Observe.js"
+import { Stats } from "../src/aggregator/Stats.js"
+import { AggregatorApi } from "../src/domain/Api.js"
+import { type Overloaded, StorageUnavailable } from "../src/domain/Errors.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { freshDatabase, query } from "./support/database.js"
+
+// The writer's contract, checked against what the store was actually asked to do: every flush the store
+// receives is recorded with its members (the events, in flush order) and its outcome, and every answer a
+// submitter gets is checked against the flush(es) its events went into. Interleavings are generated: each
+// submission waits a generated number of scheduler yields before it is made; each flush is held until a
+// generated share of the case's events has reached the writer (a condition, not a clock), then waits a
+// generated number of yields before it commits or fails. So what a flush gathers, and the order flushes
+// finish in, vary by case and shrink with it.
 
 const ev = (key: number, topic = "t"): NewEvent => ({
   topic,
@@ -16,134 +32,345 @@ const ev = (key: number, topic = "t"): NewEvent => ({
   payload: null
 })
 
+/** Key n as an event of its own (a fresh object, so a flushed event can be traced to its submitter). */
+const keyed = (n: number, prefix = ""): NewEvent => ev(Math.floor(n / 3), `${prefix}t${n % 3}`)
+const keyOf = (e: NewEvent) => eventKey(e.topic, e.event_id)
+
+const yields = (n: number) => n === 0 ? Effect.void : Effect.repeatN(Effect.yieldNow(), n - 1)
+
 const configLayer = (env: Record<string, string>) =>
   AggregatorConfig.Default.pipe(Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))))
 
-/** An in-memory, atomic store: a flush either stores all its new keys or nothing. */
-const memoryStore = (options: { readonly failWhen?: (events: ReadonlyArray<NewEvent>) => boolean; readonly gate?: Deferred.Deferred<void> } = {}) => {
-  const stored = new Set<string>()
-  const flushes: Array<{ readonly keys: ReadonlyArray<string>; readonly ok: boolean }> = []
+interface Flush {
+  readonly members: ReadonlyArray<NewEvent>
+  /** The most rows the writer asked the store to put in one statement. */
+  readonly statementRows: number | undefined
+  outcome: "open" | "committed" | "failed"
+  /** The store's answer per member (committed flushes only). */
+  answers: ReadonlyArray<boolean>
+  /** The order in which committed flushes took effect (fake store only; -1 when unknown). */
+  commitOrder: number
+}
+
+interface FlushStep {
+  /** Percent of the case's events that must have reached the writer before this flush goes on. */
+  readonly hold: number
+  readonly yields: number
+  readonly fail: boolean
+}
+
+/**
+ * Records every flush `insertMany` receives and its outcome around `write`. Flush n is held until
+ * `plan[n].hold` percent of the events announced with `watch` have reached the writer (submitted, whether
+ * pending or done), then waits `plan[n].yields` scheduler turns; it fails when `plan[n].fail` or `write` fails.
+ * Holding never deadlocks: submissions reach the writer whatever its flushes are doing.
+ */
+const recording = (
+  write: EventStore["insertMany"],
+  plan: ReadonlyArray<FlushStep>
+) => {
+  const flushes: Array<Flush> = []
+  let inFlight = 0
+  let maxInFlight = 0
+  let commits = 0
+  let done = 0
+  let arrivals: { readonly total: number; readonly pending: Effect.Effect<number> } | undefined
+  const held = (percent: number) =>
+    Effect.gen(function*() {
+      if (arrivals === undefined) return
+      const target = Math.ceil((arrivals.total * percent) / 100)
+      while (done + (yield* arrivals.pending) < target) yield* Effect.sleep("1 millis")
+    })
+  const insertMany: EventStore["insertMany"] = (events, onCommitted, statementRows) =>
+    Effect.suspend(() => {
+      const flush: Flush = { members: [...events], statementRows, outcome: "open", answers: [], commitOrder: -1 }
+      const step = plan[flushes.length] ?? { hold: 0, yields: 0, fail: false }
+      flushes.push(flush)
+      inFlight++
+      maxInFlight = Math.max(maxInFlight, inFlight)
+      return held(step.hold).pipe(
+        Effect.zipRight(yields(step.yields)),
+        Effect.zipRight(step.fail ? Effect.fail(new StorageUnavailable({ message: "injected" })) : write(events, onCommitted, statementRows)),
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            inFlight--
+            done += events.length
+            if (Exit.isSuccess(exit)) {
+              flush.outcome = "committed"
+              flush.answers = exit.value
+              flush.commitOrder = commits++
+            } else {
+              flush.outcome = "failed"
+            }
+          })
+        )
+      )
+    })
+  return {
+    flushes,
+    insertMany,
+    maxInFlight: () => maxInFlight,
+    /** Announces how many events the case will submit, and where to read how many are pending. */
+    watch: (total: number, pending: Effect.Effect<number>) => {
+      arrivals = { total, pending }
+    }
+  }
+}
+
+/** An in-memory, atomic, first-wins store; it remembers which event object stored each key. */
+const memoryStore = (plan: ReadonlyArray<FlushStep> = [], poisonTopic?: string, gate?: Deferred.Deferred<void>) => {
+  const winners = new Map<string, NewEvent>()
+  const write: EventStore["insertMany"] = (events) =>
+    Effect.gen(function*() {
+      if (gate) yield* Deferred.await(gate)
+      if (events.some((e) => e.topic === poisonTopic)) return yield* new StorageUnavailable({ message: "poisoned" })
+      return events.map((e) => winners.has(keyOf(e)) ? false : (winners.set(keyOf(e), e), true))
+    })
+  const recorder = recording(write, plan)
   const layer = Layer.succeed(
     EventStore,
     EventStore.make({
-      insertMany: (events) =>
-        Effect.gen(function*() {
-          if (options.gate) yield* Deferred.await(options.gate)
-          const keys = events.map((e) => eventKey(e.topic, e.event_id))
-          if (options.failWhen?.(events)) {
-            flushes.push({ keys, ok: false })
-            return yield* new StorageUnavailable({ message: "injected" })
-          }
-          flushes.push({ keys, ok: true })
-          return keys.map((k) => stored.has(k) ? false : (stored.add(k), true))
-        }),
+      insertMany: recorder.insertMany,
       list: () => Effect.succeed([]),
       get: () => Effect.succeed(undefined),
-      totalRows: Effect.succeed(stored.size)
+      totalRows: Effect.sync(() => winners.size)
     })
   )
-  return { stored, flushes, layer }
+  return { winners, layer, ...recorder }
 }
 
-const submissions = fc.array(fc.array(fc.integer({ min: 0, max: 30 }), { minLength: 1, maxLength: 6 }), {
-  minLength: 1,
-  maxLength: 60
+type Answer = Either.Either<ReadonlyArray<boolean>, Overloaded | StorageUnavailable>
+
+/**
+ * The contract, checked from the flush records:
+ * - every submitted event went into exactly one flush, and flushes hold nothing else;
+ * - a submission is never split: all its events are one run of one flush, in its own order (so it is stored
+ *   whole or not at all, and its answers can be sliced out);
+ * - a submission with any event in a failed flush got StorageUnavailable (503) and was told nothing stored;
+ * - a submission whose flushes all committed got, per event, exactly what the store answered for it;
+ * - a key in some committed flush was stored by exactly one occurrence (the store answered "new" once), the
+ *   first occurrence of the key in that flush's order; its submitter was told "new", and nobody else was;
+ * - a key only ever in failed flushes was stored by nobody and told "new" to nobody.
+ */
+const checkAgainstFlushes = (
+  submitted: ReadonlyArray<ReadonlyArray<NewEvent>>,
+  answers: ReadonlyArray<Answer>,
+  flushes: ReadonlyArray<Flush>
+) => {
+  const origin = new Map<NewEvent, readonly [number, number]>()
+  submitted.forEach((events, sub) => events.forEach((e, pos) => origin.set(e, [sub, pos])))
+  const placed = new Map<NewEvent, { readonly flush: Flush; readonly index: number }>()
+  for (const flush of flushes) {
+    expect(flush.outcome).not.toBe("open")
+    const runs = new Set<number>()
+    flush.members.forEach((e, index) => {
+      const from = origin.get(e)
+      if (from === undefined) return expect.fail("a flush held an event nobody submitted")
+      expect(placed.has(e), "an event was flushed twice").toBe(false)
+      placed.set(e, { flush, index })
+      const before = index > 0 ? origin.get(flush.members[index - 1]) : undefined
+      if (before !== undefined && before[0] === from[0]) {
+        expect(from[1]).toBe(before[1] + 1)
+      } else {
+        expect(runs.has(from[0]), "a submission's events were split up inside one flush").toBe(false)
+        expect(from[1], "a submission's events were split over flushes").toBe(0)
+        runs.add(from[0])
+      }
+    })
+  }
+  expect(placed.size).toBe(origin.size)
+  submitted.forEach((events) => {
+    expect(new Set(events.map((e) => placed.get(e)!.flush)).size, "a submission's events were split over flushes").toBe(1)
+  })
+
+  submitted.forEach((events, sub) => {
+    const answer = answers[sub]
+    if (events.some((e) => placed.get(e)!.flush.outcome === "failed")) {
+      expect(Either.isLeft(answer) && answer.left._tag, `submission ${sub} had an event in a failed flush`).toBe("StorageUnavailable")
+    } else {
+      expect(Either.isRight(answer) ? answer.right : answer.left, `submission ${sub}: the store's answers for its events`)
+        .toEqual(events.map((e) => {
+          const { flush, index } = placed.get(e)!
+          return flush.answers[index]
+        }))
+    }
+  })
+
+  const toldNew = new Map<string, Array<NewEvent>>()
+  answers.forEach((answer, sub) => {
+    if (Either.isRight(answer)) {
+      answer.right.forEach((isNew, pos) => {
+        const e = submitted[sub][pos]
+        if (isNew) toldNew.set(keyOf(e), [...(toldNew.get(keyOf(e)) ?? []), e])
+      })
+    }
+  })
+  const committed = flushes.filter((f) => f.outcome === "committed")
+  const committedKeys = new Set(committed.flatMap((f) => f.members.map(keyOf)))
+  const storedBy = new Map<string, Array<NewEvent>>()
+  for (const f of committed) {
+    f.members.forEach((e, i) => {
+      if (f.answers[i]) storedBy.set(keyOf(e), [...(storedBy.get(keyOf(e)) ?? []), e])
+    })
+  }
+  for (const key of new Set(submitted.flat().map(keyOf))) {
+    const told = toldNew.get(key) ?? []
+    const stored = storedBy.get(key) ?? []
+    if (!committedKeys.has(key)) {
+      expect(stored, `${key} is only in failed flushes`).toEqual([])
+      expect(told, `${key} is only in failed flushes`).toEqual([])
+      continue
+    }
+    expect(stored.length, `${key} was stored by ${stored.length} occurrences`).toBe(1)
+    const winner = stored[0]
+    const { flush, index } = placed.get(winner)!
+    expect(flush.members.findIndex((e) => keyOf(e) === key), "first occurrence in flush order wins").toBe(index)
+    expect(told, `${key}: who was told "new"`).toEqual([winner])
+  }
+  return { committedKeys, storedBy }
+}
+
+const submissionArb = fc.record({
+  // mostly small, so that several fit in one flush; sometimes larger than FLUSH_MAX_EVENTS
+  keys: fc.oneof(
+    { weight: 3, arbitrary: fc.array(fc.integer({ min: 0, max: 23 }), { minLength: 1, maxLength: 3 }) },
+    { weight: 1, arbitrary: fc.array(fc.integer({ min: 0, max: 23 }), { minLength: 1, maxLength: 16 }) }
+  ),
+  delay: fc.nat({ max: 12 })
 })
+const submissions = fc.array(submissionArb, { minLength: 1, maxLength: 40, size: "medium" })
+const flushPlan = (fail: fc.Arbitrary<boolean>) =>
+  fc.array(
+    fc.record({
+      hold: fc.oneof({ weight: 1, arbitrary: fc.constant(0) }, { weight: 4, arbitrary: fc.integer({ min: 1, max: 100 }) }),
+      yields: fc.nat({ max: 8 }),
+      fail
+    }),
+    { maxLength: 60 }
+  )
+const sometimes = fc.integer({ min: 0, max: 3 }).map((n) => n === 0)
 const settings = fc.record({
   groupCommit: fc.boolean(),
-  flushMaxEvents: fc.integer({ min: 1, max: 12 }),
+  flushMaxEvents: fc.oneof(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 5, max: 32 })),
   flushConcurrency: fc.integer({ min: 1, max: 4 }),
-  flushWindowMs: fc.constantFrom(0, 0, 1)
+  flushWindowMs: fc.constantFrom(0, 0, 0, 1)
 })
+type Settings = typeof settings extends fc.Arbitrary<infer A> ? A : never
 
-const envOf = (s: typeof settings extends fc.Arbitrary<infer A> ? A : never) => ({
+const envOf = (s: Settings) => ({
   GROUP_COMMIT: String(s.groupCommit),
   FLUSH_MAX_EVENTS: String(s.flushMaxEvents),
   FLUSH_CONCURRENCY: String(s.flushConcurrency),
   FLUSH_WINDOW_MS: String(s.flushWindowMs)
 })
 
-const submitAll = (subs: ReadonlyArray<ReadonlyArray<number>>, topic = "t") =>
-  Effect.flatMap(Batcher, (batcher) =>
-    Effect.forEach(subs, (keys) => Effect.either(batcher.submit(keys.map((k) => ev(k, topic)))), {
-      concurrency: "unbounded"
-    }))
+/** Waits until nothing is pending, so the checks see every flush finished. */
+const drained = Effect.gen(function*() {
+  const batcher = yield* Batcher
+  for (let i = 0; i < 10_000 && (yield* batcher.pendingEvents) > 0; i++) yield* Effect.sleep("1 millis")
+  expect(yield* batcher.pendingEvents).toBe(0)
+})
+
+/** Each submission waits its generated number of yields, then submits; all run at once. */
+const submitAll = (
+  subs: ReadonlyArray<{ readonly delay: number }>,
+  events: ReadonlyArray<ReadonlyArray<NewEvent>>,
+  recorder?: { readonly watch: (total: number, pending: Effect.Effect<number>) => void }
+) =>
+  Effect.gen(function*() {
+    const batcher = yield* Batcher
+    recorder?.watch(events.flat().length, batcher.pendingEvents)
+    return yield* Effect.forEach(
+      subs,
+      (s, i) => yields(s.delay).pipe(Effect.zipRight(Effect.either(batcher.submit(events[i])))),
+      { concurrency: "unbounded" }
+    )
+  })
+
+/** Runs one generated case against a fresh Batcher over the in-memory store. */
+const runOnMemory = (
+  subs: ReadonlyArray<{ readonly keys: ReadonlyArray<number>; readonly delay: number }>,
+  s: Settings,
+  plan: ReadonlyArray<FlushStep>,
+  poisonTopic?: string
+) =>
+  Effect.gen(function*() {
+    const store = memoryStore(plan, poisonTopic)
+    const events = subs.map((x) => x.keys.map((k) => keyed(k)))
+    const answers = yield* submitAll(subs, events, store).pipe(
+      Effect.tap(() => drained),
+      Effect.provide(Batcher.Default.pipe(Layer.provide(store.layer), Layer.provide(configLayer(envOf(s)))))
+    )
+    const { committedKeys, storedBy } = checkAgainstFlushes(events, answers, store.flushes)
+
+    // With the fake store commits are atomic steps in one order: the first committed flush holding a key
+    // stored it, at the key's first occurrence there.
+    const committed = store.flushes.filter((f) => f.outcome === "committed").sort((a, b) => a.commitOrder - b.commitOrder)
+    for (const key of committedKeys) {
+      const first = committed.find((f) => f.members.some((e) => keyOf(e) === key))!
+      const winner = first.members.find((e) => keyOf(e) === key)
+      expect(store.winners.get(key)).toBe(winner)
+      expect(storedBy.get(key)).toEqual([winner])
+    }
+    expect(new Set(store.winners.keys())).toEqual(committedKeys)
+    for (const f of store.flushes.filter((f) => f.outcome === "failed")) {
+      for (const e of f.members) expect([...store.winners.values()]).not.toContain(e)
+    }
+
+    for (const f of store.flushes) {
+      const from = new Set(f.members.map((e) => events.findIndex((x) => x.includes(e))))
+      // a flush gathers at most FLUSH_MAX_EVENTS, except one larger submission that is a flush of its own
+      if (f.members.length > s.flushMaxEvents) expect(from.size).toBe(1)
+      // with gathering off, no flush mixes two submissions
+      if (!s.groupCommit) expect(from.size).toBe(1)
+      expect(f.statementRows).toBe(s.flushMaxEvents)
+    }
+    if (s.groupCommit) expect(store.maxInFlight()).toBeLessThanOrEqual(s.flushConcurrency)
+    return { store, answers }
+  })
 
 describe("Batcher (group commit)", () => {
   it.live.prop(
-    "any interleaving: every key is reported stored exactly once, and it is stored",
-    [submissions, settings],
-    ([subs, s]) =>
+    "any generated interleaving: every key is told \"new\" exactly once, at its first occurrence, and stored once",
+    [submissions, settings, flushPlan(fc.constant(false))],
+    ([subs, s, plan]) =>
       Effect.gen(function*() {
-        const store = memoryStore()
-        const answers = yield* submitAll(subs).pipe(
-          Effect.provide(Batcher.Default.pipe(Layer.provide(store.layer), Layer.provide(configLayer(envOf(s)))))
-        )
-        const storedBy = new Map<string, number>()
-        answers.forEach((a, i) => {
-          expect(Either.isRight(a)).toBe(true)
-          if (Either.isLeft(a)) return
-          expect(a.right.length).toBe(subs[i].length)
-          a.right.forEach((isNew, j) => {
-            const key = eventKey("t", `k${subs[i][j]}`)
-            if (isNew) storedBy.set(key, (storedBy.get(key) ?? 0) + 1)
-          })
-        })
-        const distinct = new Set(subs.flat().map((k) => eventKey("t", `k${k}`)))
-        expect([...storedBy.values()].every((n) => n === 1)).toBe(true)
-        expect(new Set(storedBy.keys())).toEqual(distinct)
-        expect(store.stored).toEqual(distinct)
-        // with gathering off, no flush mixes two submissions (a large one is still split at the cap)
-        if (!s.groupCommit) {
-          expect(store.flushes.length).toBe(subs.reduce((n, x) => n + Math.ceil(x.length / s.flushMaxEvents), 0))
-        }
-        expect(Math.max(...store.flushes.map((f) => f.keys.length))).toBeLessThanOrEqual(
-          Math.max(s.flushMaxEvents, ...subs.map((x) => Math.min(x.length, s.flushMaxEvents)))
-        )
+        const { store, answers } = yield* runOnMemory(subs, s, plan)
+        expect(answers.every(Either.isRight)).toBe(true)
+        expect(new Set(store.winners.keys())).toEqual(new Set(subs.flatMap((x) => x.keys.map((k) => keyOf(keyed(k))))))
       }),
-    { fastCheck: { numRuns: 60 } }
+    { fastCheck: { numRuns: 80 } }
   )
 
   it.live.prop(
-    "a failed flush answers 503 to all its members and stores none of their events",
-    [submissions, settings, fc.integer({ min: 0, max: 30 })],
-    ([subs, s, poison]) =>
-      Effect.gen(function*() {
-        const store = memoryStore({ failWhen: (events) => events.some((e) => e.event_id === `k${poison}`) })
-        const answers = yield* submitAll(subs).pipe(
-          Effect.provide(Batcher.Default.pipe(Layer.provide(store.layer), Layer.provide(configLayer(envOf(s)))))
-        )
-        answers.forEach((a, i) => {
-          const hasPoison = subs[i].includes(poison)
-          if (hasPoison) {
-            expect(Either.isLeft(a)).toBe(true)
-            if (Either.isLeft(a)) expect(a.left._tag).toBe("StorageUnavailable")
-          }
-          if (Either.isRight(a)) {
-            // every event reported new is really stored
-            a.right.forEach((isNew, j) => {
-              if (isNew) expect(store.stored.has(eventKey("t", `k${subs[i][j]}`))).toBe(true)
-            })
-          }
-        })
-        expect(store.stored.has(eventKey("t", `k${poison}`))).toBe(false)
-        // every stored key came from a flush that succeeded
-        const okKeys = new Set(store.flushes.filter((f) => f.ok).flatMap((f) => f.keys))
-        for (const k of store.stored) expect(okKeys.has(k)).toBe(true)
-      }),
-    { fastCheck: { numRuns: 60 } }
+    "a failed flush answers StorageUnavailable to every member, none of its events is stored, the rest commit",
+    [submissions, settings, flushPlan(sometimes), fc.option(fc.constantFrom("t0", "t1", "t2"), { nil: undefined })],
+    ([subs, s, plan, poisonTopic]) => Effect.asVoid(runOnMemory(subs, s, plan, poisonTopic)),
+    { fastCheck: { numRuns: 80 } }
   )
+
+  it.live("generated delays do change how submissions are gathered into flushes", () =>
+    Effect.gen(function*() {
+      // the same submissions under different delay plans: the interleaving generator is not a no-op
+      const keys = Array.from({ length: 12 }, (_, i) => [i, i + 12])
+      const s: Settings = { groupCommit: true, flushMaxEvents: 6, flushConcurrency: 2, flushWindowMs: 0 }
+      const shapes = new Set<string>()
+      for (const delays of [keys.map(() => 0), keys.map((_, i) => i), keys.map((_, i) => 12 - i), keys.map((_, i) => (i * 5) % 7)]) {
+        const { store } = yield* runOnMemory(keys.map((k, i) => ({ keys: k, delay: delays[i] })), s, [])
+        shapes.add(JSON.stringify(store.flushes.map((f) => f.members.map(keyOf))))
+      }
+      expect(shapes.size).toBeGreaterThan(1)
+    }))
 
   it.live("past the pending cap a submission is refused with Overloaded at once, and the rest still commit", () =>
     Effect.gen(function*() {
       const gate = yield* Deferred.make<void>()
-      const store = memoryStore({ gate })
+      const store = memoryStore([], undefined, gate)
       yield* Effect.gen(function*() {
         const batcher = yield* Batcher
         const first = yield* Effect.fork(batcher.submit([ev(1), ev(2), ev(3)]))
         const second = yield* Effect.fork(batcher.submit([ev(4), ev(5)]))
-        yield* Effect.sleep("20 millis")
-        expect(yield* batcher.pendingEvents).toBe(5)
+        while ((yield* batcher.pendingEvents) < 5) yield* Effect.yieldNow()
         const refused = yield* Effect.either(batcher.submit([ev(6)]))
         expect(Either.isLeft(refused) && refused.left._tag).toBe("Overloaded")
         yield* Deferred.succeed(gate, undefined)
@@ -158,38 +385,276 @@ describe("Batcher (group commit)", () => {
         ))
       )
     }))
+})
 
-  it.live.skipIf(skipWithoutPostgres)(`against PostgreSQL${withoutPostgresNote}: concurrent overlapping submissions store each key once; a failing flush rolls back whole`, () =>
-    Effect.gen(function*() {
-      const db = yield* Effect.acquireRelease(Effect.promise(() => freshDatabase("batch")), (d) => Effect.promise(() => d.drop()))
-      const layer = Batcher.Default.pipe(
-        Layer.provideMerge(EventStore.Default),
-        Layer.provideMerge(Database.Default),
-        Layer.provide(configLayer({ DATABASE_URL: db.url, FLUSH_MAX_EVENTS: "50", FLUSH_CONCURRENCY: "3" }))
+// ---- Through the real HTTP handlers: statuses and /stats ------------------------------------------------
+
+/** A database the HTTP routes under test never reach (the store is the fake one). */
+const noDatabase = Layer.succeed(
+  Database,
+  Database.make({
+    client: Effect.fail(new StorageUnavailable({ message: "no database in this test" })),
+    readiness: Effect.succeed({ status: "ready" as const, database: "postgresql" as const }),
+    awaitConnected: Effect.never,
+    poolUse: Effect.succeedNone,
+    use: () => Effect.fail(new StorageUnavailable({ message: "no database in this test" }))
+  })
+)
+
+/** The aggregator's own routes, middleware, batcher, broker and counters, over a real loopback HTTP server. */
+const httpOver = (store: Layer.Layer<EventStore>, env: Record<string, string>) =>
+  HttpApiBuilder.serve(observeRequests).pipe(
+    Layer.provide(ApiMiddlewareLive),
+    Layer.provide(HttpApiBuilder.api(AggregatorApi).pipe(Layer.provide([HealthLive, EventsLive, OperationsLive]))),
+    Layer.provideMerge(NodeHttpServer.layerTest),
+    Layer.provideMerge(Batcher.Default.pipe(
+      Layer.provideMerge(Broker.Default),
+      Layer.provideMerge(store),
+      Layer.provideMerge(noDatabase),
+      Layer.provideMerge(Stats.Default),
+      Layer.provideMerge(Draining.Default),
+      Layer.provideMerge(configLayer(env))
+    ))
+  )
+
+const item = fc.record({ key: fc.integer({ min: 0, max: 17 }), valid: fc.integer({ min: 0, max: 7 }).map((n) => n !== 0) })
+const httpRequest = fc.oneof(
+  fc.record({ kind: fc.constant("one" as const), items: item.map((x) => [x]), delay: fc.nat({ max: 12 }) }),
+  fc.record({ kind: fc.constant("batch" as const), items: fc.array(item, { minLength: 1, maxLength: 6 }), delay: fc.nat({ max: 12 }) }),
+  fc.record({ kind: fc.constant("batch" as const), items: fc.array(item, { minLength: 7, maxLength: 24 }), delay: fc.nat({ max: 12 }) })
+)
+
+describe("group commit through the HTTP routes", () => {
+  it.live.prop(
+    "every key gets exactly one 201/processed, a failed flush answers 503 to all its members, /stats adds up",
+    [fc.array(httpRequest, { minLength: 1, maxLength: 24, size: "medium" }), settings, flushPlan(sometimes)],
+    ([requests, s, plan]) =>
+      Effect.gen(function*() {
+        const store = memoryStore(plan)
+        const body = (i: number, x: { readonly key: number; readonly valid: boolean }) => ({
+          topic: `t${x.key % 3}`,
+          event_id: `k${Math.floor(x.key / 3)}`,
+          timestamp: x.valid ? "2025-01-01T00:00:00Z" : "yesterday",
+          // the request an event came from, so each flushed event can be traced back
+          source: `r${i}`
+        })
+        const written = requests.map((r, i) =>
+          r.kind === "one" && !r.items[0].valid ? 0 : new Set(r.items.filter((x) => x.valid).map((x) => keyOf(body(i, x) as NewEvent))).size
+        )
+        const { responses, stats } = yield* Effect.gen(function*() {
+          const client = yield* HttpClient.HttpClient
+          store.watch(written.reduce((a, b) => a + b, 0), (yield* Batcher).pendingEvents)
+          const responses = yield* Effect.forEach(requests, (r, i) =>
+            yields(r.delay).pipe(
+              Effect.zipRight(client.execute(
+                r.kind === "one"
+                  ? HttpClientRequest.bodyUnsafeJson(HttpClientRequest.post("/publish"), body(i, r.items[0]))
+                  : HttpClientRequest.bodyUnsafeJson(HttpClientRequest.post("/publish/batch"), r.items.map((x) => body(i, x)))
+              )),
+              Effect.flatMap((res) =>
+                Effect.map(res.json, (json) => ({ status: res.status, retryAfter: res.headers["retry-after"], json: json as any }))
+              )
+            ), { concurrency: "unbounded" })
+          yield* drained
+          const stats = yield* Effect.flatMap(client.get("/stats"), (res) => res.json)
+          return { responses, stats: stats as any }
+        }).pipe(Effect.provide(httpOver(store.layer, envOf(s))))
+
+        // where each written (request, key) went
+        const placed = new Map<string, { readonly flush: Flush; readonly index: number }>()
+        for (const flush of store.flushes) {
+          expect(flush.outcome).not.toBe("open")
+          flush.members.forEach((e, index) => {
+            const id = `${e.source}|${keyOf(e)}`
+            expect(placed.has(id), `${id} was flushed twice`).toBe(false)
+            placed.set(id, { flush, index })
+          })
+        }
+
+        const processedBy = new Map<string, Array<number>>()
+        let processed = 0, duplicates = 0, rejected = 0, storageFailures = 0
+        requests.forEach((r, i) => {
+          const res = responses[i]
+          const firstOf = new Map<string, number>()
+          r.items.forEach((x, j) => {
+            const key = keyOf(body(i, x) as NewEvent)
+            if (x.valid && !firstOf.has(key)) firstOf.set(key, j)
+          })
+          expect(firstOf.size).toBe(written[i])
+          const where = [...firstOf.keys()].map((key) => placed.get(`r${i}|${key}`))
+          where.forEach((p) => expect(p, `request ${i} lost an event`).toBeDefined())
+          const told = (key: string) => {
+            const { flush, index } = placed.get(`r${i}|${key}`)!
+            return flush.answers[index]
+          }
+          if (r.kind === "one" && !r.items[0].valid) {
+            expect(res.status).toBe(422)
+            rejected++
+          } else if (where.some((p) => p?.flush.outcome === "failed")) {
+            expect(res.status, `request ${i} shared a failed flush`).toBe(503)
+            expect(res.retryAfter).toBeDefined()
+            storageFailures += firstOf.size
+          } else if (r.kind === "one") {
+            const key = [...firstOf.keys()][0]
+            const isNew = told(key)
+            expect(res.status).toBe(isNew ? 201 : 200)
+            expect(res.json.status).toBe(isNew ? "processed" : "dropped_duplicate")
+            if (isNew) processedBy.set(key, [...(processedBy.get(key) ?? []), i])
+            isNew ? processed++ : duplicates++
+          } else {
+            expect(res.status).toBe(200)
+            const statuses = r.items.map((x, j) => {
+              const key = keyOf(body(i, x) as NewEvent)
+              if (!x.valid) return "rejected"
+              if (firstOf.get(key) !== j || !told(key)) return "dropped_duplicate"
+              processedBy.set(key, [...(processedBy.get(key) ?? []), i])
+              return "processed"
+            })
+            expect(res.json.results.map((x: { status: string }) => x.status)).toEqual(statuses)
+            const count = (status: string) => statuses.filter((x) => x === status).length
+            expect([res.json.processed, res.json.duplicates, res.json.rejected]).toEqual([count("processed"), count("dropped_duplicate"), count("rejected")])
+            processed += count("processed")
+            duplicates += count("dropped_duplicate")
+            rejected += count("rejected")
+          }
+        })
+        expect(placed.size, "the store received something no request wrote").toBe(written.reduce((a, b) => a + b, 0))
+
+        // exactly one processed answer per key that a committed flush holds, to the request that stored it;
+        // none for a key only ever in failed flushes
+        const committedKeys = new Set(store.flushes.filter((f) => f.outcome === "committed").flatMap((f) => f.members.map(keyOf)))
+        expect(new Set(store.winners.keys())).toEqual(committedKeys)
+        for (const key of new Set(requests.flatMap((r, i) => r.items.filter((x) => x.valid).map((x) => keyOf(body(i, x) as NewEvent))))) {
+          const winner = store.winners.get(key)
+          expect(processedBy.get(key) ?? [], `${key}: requests answered "processed"`).toEqual(winner === undefined ? [] : [Number(winner.source?.slice(1))])
+        }
+
+        const u = stats.uptime_stats
+        expect(u.received).toBe(u.unique_processed + u.duplicate_dropped + u.rejected)
+        expect([u.unique_processed, u.duplicate_dropped, u.rejected]).toEqual([processed, duplicates, rejected])
+        expect(u.unique_processed).toBe(store.winners.size)
+        expect(stats.database_total_rows).toBe(store.winners.size)
+        expect(stats.storage_failures).toBe(storageFailures)
+      }),
+    // a failure found late is still reported, with the smallest case shrunk to in the time left
+    { timeout: 90_000, fastCheck: { numRuns: 40, interruptAfterTimeLimit: 45_000 } }
+  )
+})
+
+// ---- Against PostgreSQL ----------------------------------------------------------------------------------
+
+/**
+ * A fresh database whose `events` table refuses, by trigger, any row whose topic is listed in `poison`:
+ * a flush holding such a row fails inside PostgreSQL and must roll back whole.
+ */
+const poisonedPostgres = Layer.unwrapScoped(
+  Effect.gen(function*() {
+    const db = yield* Effect.acquireRelease(Effect.promise(() => freshDatabase("batchprop")), (d) => Effect.promise(() => d.drop()))
+    const setup = Effect.gen(function*() {
+      yield* (yield* Database).awaitConnected
+      yield* Effect.promise(() =>
+        query(
+          db.url,
+          `CREATE TABLE poison (topic text PRIMARY KEY);
+           CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             IF EXISTS (SELECT 1 FROM poison WHERE topic = NEW.topic) THEN
+               RAISE EXCEPTION 'poisoned topic %', NEW.topic;
+             END IF;
+             RETURN NEW;
+           END $$;
+           CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_poison();`
+        )
       )
-      yield* Effect.gen(function*() {
-        const database = yield* Database
-        yield* database.awaitConnected
-        const subs = Array.from({ length: 300 }, (_, i) => [i % 97, (i * 7) % 131, (i * 13) % 89])
-        const answers = yield* submitAll(subs, "pg")
-        const reported = answers.flatMap((a) => Either.isRight(a) ? a.right.filter(Boolean) : [])
-        const distinct = new Set(subs.flat()).size
-        expect(answers.every(Either.isRight)).toBe(true)
-        expect(reported.length).toBe(distinct)
-        const rows = yield* Effect.promise(() => query(db.url, "SELECT count(*)::int AS n FROM events WHERE topic = 'pg'"))
-        expect(rows[0].n).toBe(distinct)
-        const totals = yield* Effect.promise(() => query(db.url, "SELECT sum(total)::int AS n FROM event_totals"))
-        expect(totals[0].n).toBe(distinct)
+      return { url: db.url }
+    })
+    return Layer.effect(PoisonedDatabase, setup).pipe(
+      Layer.provideMerge(EventStore.Default),
+      Layer.provideMerge(Database.Default),
+      Layer.provide(configLayer({ DATABASE_URL: db.url }))
+    )
+  })
+)
 
-        // One event PostgreSQL refuses poisons its whole flush: nothing of that transaction is stored.
-        const batcher = yield* Batcher
-        const bad = { ...ev(1, "rollback"), timestamp: "not a time" }
-        const failed = yield* Effect.either(batcher.submit([ev(0, "rollback"), bad, ev(2, "rollback")]))
-        expect(Either.isLeft(failed) && failed.left._tag).toBe("StorageUnavailable")
-        const after = yield* Effect.promise(() => query(db.url, "SELECT count(*)::int AS n FROM events WHERE topic = 'rollback'"))
-        expect(after[0].n).toBe(0)
-        const totalsAfter = yield* Effect.promise(() => query(db.url, "SELECT sum(total)::int AS n FROM event_totals"))
-        expect(totalsAfter[0].n).toBe(distinct)
-      }).pipe(Effect.provide(layer))
-    }).pipe(Effect.scoped))
+class PoisonedDatabase extends Effect.Tag("test/PoisonedDatabase")<PoisonedDatabase, { readonly url: string }>() {}
+
+let pgCase = 0
+
+describe.skipIf(skipWithoutPostgres)(`Batcher against PostgreSQL${withoutPostgresNote}`, () => {
+  layer(poisonedPostgres, { excludeTestServices: true, timeout: "60 seconds" })((it) => {
+    it.effect("concurrent overlapping submissions store each key once; a failing flush rolls back whole", () =>
+      Effect.gen(function*() {
+        const { url } = yield* PoisonedDatabase
+        const store = yield* EventStore
+        yield* Effect.gen(function*() {
+          const subs = Array.from({ length: 300 }, (_, i) => [i % 97, (i * 7) % 131, (i * 13) % 89])
+          const answers = yield* submitAll(subs.map(() => ({ delay: 0 })), subs.map((keys) => keys.map((k) => ev(k, "pg"))))
+          const reported = answers.flatMap((a) => Either.isRight(a) ? a.right.filter(Boolean) : [])
+          const distinct = new Set(subs.flat()).size
+          expect(answers.every(Either.isRight)).toBe(true)
+          expect(reported.length).toBe(distinct)
+          const rows = yield* Effect.promise(() => query(url, "SELECT count(*)::int AS n FROM events WHERE topic = 'pg'"))
+          expect(rows[0].n).toBe(distinct)
+          const before = yield* Effect.promise(() => query(url, "SELECT sum(total)::int AS n FROM event_totals"))
+
+          // One event PostgreSQL refuses poisons its whole flush: nothing of that transaction is stored.
+          const batcher = yield* Batcher
+          const bad = { ...ev(1, "rollback"), timestamp: "not a time" }
+          const failed = yield* Effect.either(batcher.submit([ev(0, "rollback"), bad, ev(2, "rollback")]))
+          expect(Either.isLeft(failed) && failed.left._tag).toBe("StorageUnavailable")
+          const after = yield* Effect.promise(() => query(url, "SELECT count(*)::int AS n FROM events WHERE topic = 'rollback'"))
+          expect(after[0].n).toBe(0)
+          const totalsAfter = yield* Effect.promise(() => query(url, "SELECT sum(total)::int AS n FROM event_totals"))
+          expect(totalsAfter[0].n).toBe(before[0].n)
+        }).pipe(
+          Effect.provide(Batcher.Default.pipe(
+            Layer.provide(Layer.succeed(EventStore, store)),
+            Layer.provide(configLayer({ FLUSH_MAX_EVENTS: "50", FLUSH_CONCURRENCY: "3" }))
+          )),
+          Logger.withMinimumLogLevel(LogLevel.None)
+        )
+      }))
+
+    it.effect.prop(
+      "any generated interleaving with a poisoned topic: failed flushes leave no rows, the total moves by the rows stored",
+      [submissions, settings, flushPlan(fc.constant(false)), fc.option(fc.nat({ max: 2 }), { nil: undefined })],
+      ([subs, s, plan, poisonIndex]) =>
+        Effect.gen(function*() {
+          const { url } = yield* PoisonedDatabase
+          const real = yield* EventStore
+          const prefix = `c${pgCase++}_`
+          if (poisonIndex !== undefined) {
+            yield* Effect.promise(() => query(url, "INSERT INTO poison (topic) VALUES ($1)", [`${prefix}t${poisonIndex}`]))
+          }
+          const totalBefore = yield* real.totalRows
+          const recorder = recording(real.insertMany, plan)
+          const events = subs.map((x) => x.keys.map((k) => keyed(k, prefix)))
+          const answers = yield* submitAll(subs, events, recorder).pipe(
+            Effect.tap(() => drained),
+            Effect.provide(Batcher.Default.pipe(
+              Layer.provide(Layer.succeed(EventStore, EventStore.make({ ...real, insertMany: recorder.insertMany }))),
+              Layer.provide(configLayer(envOf(s)))
+            )),
+            // the refused rows are logged as storage failures; here they are the point, not news
+            Logger.withMinimumLogLevel(LogLevel.None)
+          )
+          const { committedKeys } = checkAgainstFlushes(events, answers, recorder.flushes)
+          if (poisonIndex !== undefined && subs.some((x) => x.keys.some((k) => k % 3 === poisonIndex))) {
+            expect(recorder.flushes.some((f) => f.outcome === "failed")).toBe(true)
+          }
+
+          // the rows are exactly the keys of committed flushes: nothing of a failed flush that did not also commit
+          const rows = yield* Effect.promise(() =>
+            query<{ topic: string; event_id: string }>(url, "SELECT topic, event_id FROM events WHERE starts_with(topic, $1)", [prefix])
+          )
+          expect(new Set(rows.map((r) => eventKey(r.topic, r.event_id)))).toEqual(committedKeys)
+          expect(rows.length).toBe(committedKeys.size)
+          const totalAfter = yield* real.totalRows
+          expect(totalAfter - totalBefore).toBe(committedKeys.size)
+          const counted = yield* Effect.promise(() => query(url, "SELECT count(*)::int AS n FROM events"))
+          expect(counted[0].n).toBe(totalAfter)
+        }),
+      { timeout: 90_000, fastCheck: { numRuns: 25, interruptAfterTimeLimit: 45_000 } }
+    )
+  })
 })
