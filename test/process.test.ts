@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as net from "node:net"
 import { postJson, spawnAggregator, waitFor } from "./support/aggregator.js"
-import { freePort } from "./support/live.js"
+import { freePort, startProxy } from "./support/live.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { freshDatabase, query } from "./support/database.js"
 
@@ -11,18 +10,6 @@ const event = (topic: string, event_id: string) => ({ topic, event_id, timestamp
 
 let db: Awaited<ReturnType<typeof freshDatabase>>
 
-
-/** A TCP proxy to the local PostgreSQL: lets a test make the database reachable later. */
-const startProxy = (port: number) =>
-  new Promise<net.Server>((resolve) => {
-    const server = net.createServer((client) => {
-      const upstream = net.connect(5432, "127.0.0.1")
-      client.pipe(upstream).pipe(client)
-      client.on("error", () => upstream.destroy())
-      upstream.on("error", () => client.destroy())
-    })
-    server.listen(port, "127.0.0.1", () => resolve(server))
-  })
 
 describe.skipIf(skipWithoutPostgres)(`aggregator process${withoutPostgresNote}`, () => {
   beforeAll(async () => {
@@ -61,7 +48,7 @@ describe.skipIf(skipWithoutPostgres)(`aggregator process${withoutPostgresNote}`,
     const url = new URL(db.url)
     url.port = String(dbPort)
     const agg = spawnAggregator({ DATABASE_URL: url.toString(), DB_RETRY_MAX_DELAY_MS: "400" }, await freePort())
-    let proxy: net.Server | undefined
+    let proxy: { close: () => Promise<void> } | undefined
     try {
       await waitFor(`${agg.url}/`)
       const notReady = await fetch(`${agg.url}/ready`)
@@ -78,7 +65,7 @@ describe.skipIf(skipWithoutPostgres)(`aggregator process${withoutPostgresNote}`,
       // a few retries happen and are logged before the database appears
       await new Promise((r) => setTimeout(r, 1500))
       expect(agg.output()).toMatch(/database not ready; retrying/)
-      proxy = await startProxy(dbPort)
+      proxy = await startProxy(dbPort, db.url)
 
       await waitFor(`${agg.url}/ready`, 20_000)
       expect(agg.child.exitCode).toBeNull()
@@ -86,7 +73,7 @@ describe.skipIf(skipWithoutPostgres)(`aggregator process${withoutPostgresNote}`,
     } finally {
       agg.child.kill("SIGTERM")
       await agg.exited
-      await new Promise((r) => proxy ? proxy.close(() => r(undefined)) : r(undefined))
+      await proxy?.close()
     }
     expect(await agg.exited).toBe(0)
   })

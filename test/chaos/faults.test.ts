@@ -1,11 +1,10 @@
 import { execFileSync, spawn } from "node:child_process"
 import { readdirSync, readFileSync } from "node:fs"
-import * as net from "node:net"
 import { performance } from "node:perf_hooks"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { postJson, spawnAggregator, type Spawned, waitFor } from "../support/aggregator.js"
 import { freshDatabase, query } from "../support/database.js"
-import { freePort, privateRedis, until } from "../support/live.js"
+import { freePort, privateRedis, startProxy, until } from "../support/live.js"
 
 // Faults during a real load run (`npm run test:chaos`; `.ci/run` runs it after the main suite, alone, because it
 // restarts the shared PostgreSQL). Each prints its figures: sent, acknowledged, stored, lost, doubled, 5xx, 429,
@@ -122,35 +121,6 @@ const expectDelivered = async (
 }
 
 const event = (topic: string, event_id: string) => ({ topic, event_id, timestamp: "2025-06-01T00:00:00Z" })
-
-/**
- * A TCP proxy on `port` to the PostgreSQL behind `databaseUrl` (the mechanism test/process.test.ts uses):
- * until it is started nothing listens on `port`, so a connection there is refused, as to a database that is
- * down; the shared server itself is never touched. `close` also ends the connections it carries.
- */
-const startProxy = (port: number, databaseUrl: string) =>
-  new Promise<{ close: () => Promise<void> }>((resolve) => {
-    const upstreamAt = new URL(databaseUrl)
-    const sockets = new Set<net.Socket>()
-    const server = net.createServer((client) => {
-      const upstream = net.connect(Number(upstreamAt.port || 5432), upstreamAt.hostname)
-      for (const s of [client, upstream]) {
-        sockets.add(s)
-        s.on("close", () => sockets.delete(s))
-      }
-      client.pipe(upstream).pipe(client)
-      client.on("error", () => upstream.destroy())
-      upstream.on("error", () => client.destroy())
-    })
-    server.listen(port, "127.0.0.1", () =>
-      resolve({
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => done())
-            for (const s of sockets) s.destroy()
-          })
-      }))
-  })
 
 /** What one probe request came to: an HTTP status, or the transport error that ended it without one. */
 interface ProbeOutcome {

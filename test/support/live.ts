@@ -95,3 +95,32 @@ export const sseClient = (url: string) => {
 }
 
 export const keyOf = (e: { readonly topic: string; readonly event_id: string }) => `${e.topic}\u0000${e.event_id}`
+
+/**
+ * A TCP proxy on `port` to the PostgreSQL behind `databaseUrl`:
+ * until it is started nothing listens on `port`, so a connection there is refused, as to a database that is
+ * down; the shared server itself is never touched. `close` also ends the connections it carries.
+ */
+export const startProxy = (port: number, databaseUrl: string) =>
+  new Promise<{ close: () => Promise<void> }>((resolve) => {
+    const upstreamAt = new URL(databaseUrl)
+    const sockets = new Set<net.Socket>()
+    const server = net.createServer((client) => {
+      const upstream = net.connect(Number(upstreamAt.port || 5432), upstreamAt.hostname)
+      for (const s of [client, upstream]) {
+        sockets.add(s)
+        s.on("close", () => sockets.delete(s))
+      }
+      client.pipe(upstream).pipe(client)
+      client.on("error", () => upstream.destroy())
+      upstream.on("error", () => client.destroy())
+    })
+    server.listen(port, "127.0.0.1", () =>
+      resolve({
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done())
+            for (const s of sockets) s.destroy()
+          })
+      }))
+  })
