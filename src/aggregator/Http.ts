@@ -170,22 +170,27 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
         Stream.encodeText
       )
 
+    const storedOne = { processed: 1, duplicates: 0, rejected: 0 } as const
+    const duplicateOne = { processed: 0, duplicates: 1, rejected: 0 } as const
+
     const write = (events: ReadonlyArray<NewEvent>) =>
       batcher.submit(events).pipe(
         Effect.tapErrorTag("StorageUnavailable", () => stats.recordStorageFailure(events.length))
       )
 
     return handlers
-      .handle("publish", ({ payload }) =>
-        Effect.gen(function*() {
-          const event = yield* Either.mapLeft(
-            toNewEvent(payload, config.maxPayloadBytes),
-            (issues) => new ValidationFailed({ message: "the event is invalid", issues })
-          )
-          const [isNew] = yield* write([event])
-          yield* stats.record(isNew ? { processed: 1, duplicates: 0, rejected: 0 } : { processed: 0, duplicates: 1, rejected: 0 })
-          return { status: isNew ? "processed" as const : "dropped_duplicate" as const, id: event.event_id, topic: event.topic }
-        }), { uninterruptible: true })
+      // Without a generator, like the middleware: the single-event route is the hot path.
+      .handle("publish", ({ payload }) => {
+        const checked = toNewEvent(payload, config.maxPayloadBytes)
+        if (Either.isLeft(checked)) return Effect.fail(new ValidationFailed({ message: "the event is invalid", issues: checked.left }))
+        const event = checked.right
+        return Effect.flatMap(write([event]), ([isNew]) =>
+          Effect.as(stats.record(isNew ? storedOne : duplicateOne), {
+            status: isNew ? "processed" as const : "dropped_duplicate" as const,
+            id: event.event_id,
+            topic: event.topic
+          }))
+      }, { uninterruptible: true })
       .handle("publishBatch", ({ payload }) =>
         Effect.gen(function*() {
           const items = Array.isArray(payload) ? payload : (payload as { events: ReadonlyArray<unknown> }).events
@@ -364,37 +369,39 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
 
     const countRejected = stats.record({ processed: 0, duplicates: 0, rejected: 1 })
 
+    // Without a generator: this runs on every request, and each Effect step shows on the hot path.
     return (app) =>
-      Effect.gen(function*() {
-        const request = yield* HttpServerRequest.HttpServerRequest
+      Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
         if (authorize !== undefined && !readOnly.has(request.method)) {
           const verdict = authorize(request.headers["authorization"])
-          if (verdict !== "ok") return unauthorized(verdict)
+          if (verdict !== "ok") return Effect.succeed(unauthorized(verdict))
         }
         const countsAsEvent = isPublish(request)
-        if (request.method === "POST" || request.method === "PUT" || request.method === "PATCH") {
-          const body = yield* Effect.either(readBody(request, config.maxBodyBytes, config.acceptUntypedBodies))
-          if (Either.isLeft(body)) {
-            const e = body.left
-            // a body cut off by the client going away is no event, and nobody reads this answer
-            if (e instanceof ClientGone) return HttpServerResponse.empty({ status: 499 })
-            if (countsAsEvent) yield* countRejected
-            // The unread rest of an oversized body is not worth draining: close the connection.
-            return e instanceof PayloadTooLarge
-              ? json(413, encodeTooLarge(e), { connection: "close" })
-              : e instanceof UnsupportedMediaType
-              ? json(415, encodeUnsupported(e))
-              : yield* e
-          }
-          presetBody(request, body.right)
-        }
-        return yield* app.pipe(
+        const handled = app.pipe(
           Effect.catchAllCause(recover(request)),
           Effect.tapError((e) => countsAsEvent && e instanceof ValidationFailed ? countRejected : Effect.void),
           Effect.map((response) =>
             draining.isOn ? HttpServerResponse.setHeader(response, "connection", "close") : response
           )
         ) as Effect.Effect<HttpServerResponse.HttpServerResponse, ValidationFailed | PayloadTooLarge>
+        if (request.method !== "POST" && request.method !== "PUT" && request.method !== "PATCH") return handled
+        return Effect.matchEffect(readBody(request, config.maxBodyBytes, config.acceptUntypedBodies), {
+          onFailure: (e) => {
+            // a body cut off by the client going away is no event, and nobody reads this answer
+            if (e instanceof ClientGone) return Effect.succeed(HttpServerResponse.empty({ status: 499 }))
+            // The unread rest of an oversized body is not worth draining: close the connection.
+            const answer = e instanceof PayloadTooLarge
+              ? Effect.succeed(json(413, encodeTooLarge(e), { connection: "close" }))
+              : e instanceof UnsupportedMediaType
+              ? Effect.succeed(json(415, encodeUnsupported(e)))
+              : Effect.fail(e)
+            return countsAsEvent ? Effect.zipRight(countRejected, answer) : answer
+          },
+          onSuccess: (text) => {
+            presetBody(request, text)
+            return handled
+          }
+        })
       })
   }),
   { withContext: true }
