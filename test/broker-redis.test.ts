@@ -22,6 +22,15 @@ const prefix = () => `la-test-${process.pid}-${Date.now().toString(36)}-${Math.r
 const event = (topic: string, event_id: string) => ({ topic, event_id, timestamp: "2025-06-01T00:00:00Z", payload: { id: event_id } })
 const stats = (url: string) => fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)
 
+/** `/stats` once every stored event has been counted as announced or as failed (announcing runs behind the write). */
+const settledStats = async (url: string) => {
+  await until("every stored event counted as announced or failed", async () => {
+    const s = await stats(url)
+    return s.announcements.published + s.announcements.failed === s.uptime_stats.unique_processed
+  })
+  return stats(url)
+}
+
 const stop = async (agg: Spawned | undefined) => {
   if (agg === undefined) return
   agg.child.kill("SIGTERM")
@@ -229,11 +238,7 @@ describe.skipIf(skip)(`a replica started while its Redis is not running yet${not
       const statuses = await pool(events, 16, (e) => postJson(`${agg.url}/publish`, e).then((r) => r.status))
       expect(statuses.filter((s) => s === 201).length).toBe(100)
       expect(statuses.filter((s) => s === 200).length).toBe(20)
-      await until("every stored event counted as announced or failed", async () => {
-        const s = await stats(agg.url)
-        return s.announcements.published + s.announcements.failed === s.uptime_stats.unique_processed
-      })
-      const down = await stats(agg.url)
+      const down = await settledStats(agg.url)
       expect(down.announcements).toEqual({ published: 0, failed: 100 })
       expect(down.database_total_rows).toBe(100)
       expect(down.cluster.replicas).toBe(1)
@@ -248,11 +253,7 @@ describe.skipIf(skip)(`a replica started while its Redis is not running yet${not
       expect(new Set(early.events.filter((e) => e.topic === "later").map(keyOf))).toEqual(new Set(later.map(keyOf)))
       expect(early.events.filter((e) => e.topic === "early")).toEqual([])
 
-      await until("every stored event counted as announced or failed", async () => {
-        const s = await stats(agg.url)
-        return s.announcements.published + s.announcements.failed === s.uptime_stats.unique_processed
-      })
-      const up = await stats(agg.url)
+      const up = await settledStats(agg.url)
       // the probe that got through and the 50 later events
       expect(up.announcements.published).toBeGreaterThanOrEqual(51)
       expect(up.announcements.failed).toBeGreaterThanOrEqual(100)
@@ -399,11 +400,7 @@ describe.skipIf(skip)(`a replica whose Redis goes away and comes back${note}`, (
       const statuses = await pool(events, 16, (e) => postJson(`${agg.url}/publish`, e).then((r) => r.status))
       expect(statuses.filter((s) => s !== 200 && s !== 201)).toEqual([])
       expect(statuses.filter((s) => s === 201).length).toBe(150)
-      await until("every stored event counted as announced or failed", async () => {
-        const s = await stats(agg.url)
-        return s.announcements.published + s.announcements.failed === s.uptime_stats.unique_processed
-      })
-      const down = await stats(agg.url)
+      const down = await settledStats(agg.url)
       expect(down.announcements.failed).toBeGreaterThan(0)
       // without Redis the cluster section falls back to this replica alone
       expect(down.cluster.replicas).toBe(1)

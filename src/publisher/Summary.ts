@@ -170,13 +170,7 @@ export interface Check {
 }
 
 /** What the server's counters gained during the run (negative where one went down). */
-export interface StatsAdded {
-  readonly received: number
-  readonly unique_processed: number
-  readonly duplicate_dropped: number
-  readonly rejected: number
-  readonly storage_failures: number
-}
+export type StatsAdded = { readonly [K in typeof COUNTERS[number]]: number }
 
 export interface ServerStats {
   /** Live replicas whose counters were summed, after the run. */
@@ -231,13 +225,8 @@ const expectedStats = (c: Counts, o: Observation, storageFailures: number) => {
   } satisfies Record<string, Range>
 }
 
-const addedBetween = (before: ServerCounters, after: ServerCounters): StatsAdded => ({
-  received: after.received - before.received,
-  unique_processed: after.unique_processed - before.unique_processed,
-  duplicate_dropped: after.duplicate_dropped - before.duplicate_dropped,
-  rejected: after.rejected - before.rejected,
-  storage_failures: after.storage_failures - before.storage_failures
-})
+const addedBetween = (before: ServerCounters, after: ServerCounters): StatsAdded =>
+  Object.fromEntries(COUNTERS.map((k) => [k, after[k] - before[k]])) as StatsAdded
 
 const within = (x: number, r: Range) => x >= r.min && x <= r.max
 
