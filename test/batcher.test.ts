@@ -6,13 +6,14 @@ import { Batcher } from "../src/aggregator/Batcher.js"
 import { Broker } from "../src/aggregator/Broker.js"
 import { AggregatorConfig } from "../src/aggregator/Config.js"
 import { Database } from "../src/aggregator/Database.js"
-import { eventKey, EventStore, type NewEvent } from "../src/aggregator/EventStore.js"
-import { ApiMiddlewareLive, EventsLive, HealthLive, OperationsLive } from "../src/aggregator/Http.js"
+import { eventKey, EventStore, type Inserted, type NewEvent } from "../src/aggregator/EventStore.js"
+import { ApiMiddlewareLive, AuthorizationLive, EventsLive, HealthLive, OperationsLive } from "../src/aggregator/Http.js"
 import { Draining } from "../src/aggregator/Lifecycle.js"
-import { observeRequests } from "../src/aggregator/Observe.js"
+import { ServeLive } from "../src/aggregator/Server.js"
 import { Stats } from "../src/aggregator/Stats.js"
 import { AggregatorApi } from "../src/domain/Api.js"
 import { type Overloaded, StorageUnavailable } from "../src/domain/Errors.js"
+import type { StoredEvent } from "../src/domain/Event.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { freshDatabase, query } from "./support/database.js"
 
@@ -81,7 +82,7 @@ const recording = (
       const target = Math.ceil((arrivals.total * percent) / 100)
       while (done + (yield* arrivals.pending) < target) yield* Effect.sleep("1 millis")
     })
-  const insertMany: EventStore["insertMany"] = (events, onCommitted, statementRows) =>
+  const insertMany: EventStore["insertMany"] = (events, statementRows) =>
     Effect.suspend(() => {
       const flush: Flush = { members: [...events], statementRows, outcome: "open", answers: [], commitOrder: -1 }
       const step = plan[flushes.length] ?? { hold: 0, yields: 0, fail: false }
@@ -90,14 +91,14 @@ const recording = (
       maxInFlight = Math.max(maxInFlight, inFlight)
       return held(step.hold).pipe(
         Effect.zipRight(yields(step.yields)),
-        Effect.zipRight(step.fail ? Effect.fail(new StorageUnavailable({ message: "injected" })) : write(events, onCommitted, statementRows)),
+        Effect.zipRight(step.fail ? Effect.fail(new StorageUnavailable({ message: "injected" })) : write(events, statementRows)),
         Effect.onExit((exit) =>
           Effect.sync(() => {
             inFlight--
             done += events.length
             if (Exit.isSuccess(exit)) {
               flush.outcome = "committed"
-              flush.answers = exit.value
+              flush.answers = exit.value.map(isStored)
               flush.commitOrder = commits++
             } else {
               flush.outcome = "failed"
@@ -124,7 +125,7 @@ const memoryStore = (plan: ReadonlyArray<FlushStep> = [], poisonTopic?: string, 
     Effect.gen(function*() {
       if (gate) yield* Deferred.await(gate)
       if (events.some((e) => e.topic === poisonTopic)) return yield* new StorageUnavailable({ message: "poisoned" })
-      return events.map((e) => winners.has(keyOf(e)) ? false : (winners.set(keyOf(e), e), true))
+      return events.map((e) => winners.has(keyOf(e)) ? undefined : (winners.set(keyOf(e), e), rowOf(e, winners.size)))
     })
   const recorder = recording(write, plan)
   const layer = Layer.succeed(
@@ -140,6 +141,12 @@ const memoryStore = (plan: ReadonlyArray<FlushStep> = [], poisonTopic?: string, 
 }
 
 type Answer = Either.Either<ReadonlyArray<boolean>, Overloaded | StorageUnavailable>
+
+const isStored = (row: StoredEvent | undefined) => row !== undefined
+const rowOf = (e: NewEvent, seq: number): StoredEvent => ({ ...e, seq, payload: null, received_at: "2025-01-01T00:00:00.000000Z" })
+/** What a submission was told, per event: stored by it or not. */
+const flagsOf = (submission: Effect.Effect<Inserted, Overloaded | StorageUnavailable>) =>
+  Effect.either(Effect.map(submission, (rows) => rows.map(isStored)))
 
 /**
  * The contract, checked from the flush records:
@@ -282,7 +289,7 @@ const submitAll = (
     recorder?.watch(events.flat().length, batcher.pendingEvents)
     return yield* Effect.forEach(
       subs,
-      (s, i) => yields(s.delay).pipe(Effect.zipRight(Effect.either(batcher.submit(events[i])))),
+      (s, i) => yields(s.delay).pipe(Effect.zipRight(flagsOf(batcher.submit(events[i])))),
       { concurrency: "unbounded" }
     )
   })
@@ -368,8 +375,9 @@ describe("Batcher (group commit)", () => {
       const store = memoryStore([], undefined, gate)
       yield* Effect.gen(function*() {
         const batcher = yield* Batcher
-        const first = yield* Effect.fork(batcher.submit([ev(1), ev(2), ev(3)]))
-        const second = yield* Effect.fork(batcher.submit([ev(4), ev(5)]))
+        const flags = (events: ReadonlyArray<NewEvent>) => Effect.map(batcher.submit(events), (rows) => rows.map(isStored))
+        const first = yield* Effect.fork(flags([ev(1), ev(2), ev(3)]))
+        const second = yield* Effect.fork(flags([ev(4), ev(5)]))
         while ((yield* batcher.pendingEvents) < 5) yield* Effect.yieldNow()
         const refused = yield* Effect.either(batcher.submit([ev(6)]))
         expect(Either.isLeft(refused) && refused.left._tag).toBe("Overloaded")
@@ -377,7 +385,7 @@ describe("Batcher (group commit)", () => {
         expect(yield* first.await).toEqual(Exit.succeed([true, true, true]))
         expect(yield* second.await).toEqual(Exit.succeed([true, true]))
         expect(yield* batcher.pendingEvents).toBe(0)
-        expect(yield* batcher.submit([ev(6)])).toEqual([true])
+        expect(yield* flags([ev(6)])).toEqual([true])
       }).pipe(
         Effect.provide(Batcher.Default.pipe(
           Layer.provide(store.layer),
@@ -403,9 +411,9 @@ const noDatabase = Layer.succeed(
 
 /** The aggregator's own routes, middleware, batcher, broker and counters, over a real loopback HTTP server. */
 const httpOver = (store: Layer.Layer<EventStore>, env: Record<string, string>) =>
-  HttpApiBuilder.serve(observeRequests).pipe(
+  ServeLive.pipe(
     Layer.provide(ApiMiddlewareLive),
-    Layer.provide(HttpApiBuilder.api(AggregatorApi).pipe(Layer.provide([HealthLive, EventsLive, OperationsLive]))),
+    Layer.provide(HttpApiBuilder.api(AggregatorApi).pipe(Layer.provide([HealthLive, EventsLive, OperationsLive]), Layer.provide(AuthorizationLive))),
     Layer.provideMerge(NodeHttpServer.layerTest),
     Layer.provideMerge(Batcher.Default.pipe(
       Layer.provideMerge(Broker.Default),

@@ -18,8 +18,9 @@ import { freePort, keyOf, sseClient, until } from "./support/live.js"
 const ev = (key: number): NewEvent => ({ topic: "t", event_id: `k${key}`, timestamp: "2025-01-01T00:00:00Z", source: null, payload: null })
 
 /**
- * A store that hands the Batcher a row for every event it was given, duplicates included, and does so
- * even for a transaction it then fails: the Batcher alone must keep duplicates and rolled-back rows out.
+ * A store that commits first-wins in memory, and fails the transactions `failWhen` picks after having
+ * looked at them: the Batcher must announce what a committed transaction returned, each row once, and
+ * nothing of a failed one.
  */
 const carelessStore = (failWhen: (events: ReadonlyArray<NewEvent>) => boolean) => {
   const stored = new Set<string>()
@@ -27,20 +28,23 @@ const carelessStore = (failWhen: (events: ReadonlyArray<NewEvent>) => boolean) =
   const layer = Layer.succeed(
     EventStore,
     EventStore.make({
-      insertMany: (events, onCommitted) =>
+      insertMany: (events) =>
         Effect.gen(function*() {
-          onCommitted?.(events.map((e): StoredEvent => ({
-            seq: ++seq,
-            topic: e.topic,
-            event_id: e.event_id,
-            timestamp: e.timestamp,
-            source: e.source,
-            payload: null,
-            received_at: "2025-01-01T00:00:00.000000Z"
-          })))
           if (failWhen(events)) return yield* new StorageUnavailable({ message: "injected" })
-          const keys = events.map((e) => eventKey(e.topic, e.event_id))
-          return keys.map((k) => stored.has(k) ? false : (stored.add(k), true))
+          return events.map((e): StoredEvent | undefined => {
+            const key = eventKey(e.topic, e.event_id)
+            if (stored.has(key)) return undefined
+            stored.add(key)
+            return {
+              seq: ++seq,
+              topic: e.topic,
+              event_id: e.event_id,
+              timestamp: e.timestamp,
+              source: e.source,
+              payload: null,
+              received_at: "2025-01-01T00:00:00.000000Z"
+            }
+          })
         }),
       list: () => Effect.succeed([]),
       get: () => Effect.succeed(undefined),
@@ -84,8 +88,8 @@ describe("announcing and fanning out (in-process broker)", () => {
         const reportedNew: Array<string> = []
         answers.forEach((a, i) => {
           if (Either.isLeft(a)) return
-          a.right.forEach((isNew, j) => {
-            if (isNew) reportedNew.push(eventKey("t", `k${subs[i][j]}`))
+          a.right.forEach((row, j) => {
+            if (row !== undefined) reportedNew.push(eventKey("t", `k${subs[i][j]}`))
           })
         })
         // the poisoned key is in every failed flush and never stored

@@ -1,3 +1,4 @@
+import type { StoredEvent } from "../src/domain/Event.js"
 import { describe, expect, layer } from "@effect/vitest"
 import { ConfigProvider, Effect, FastCheck as fc, Layer } from "effect"
 import { AggregatorConfig } from "../src/aggregator/Config.js"
@@ -43,6 +44,8 @@ const storeLayer = (backend: Backend) =>
       Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
     )))
 
+const isStored = (row: StoredEvent | undefined) => row !== undefined
+
 for (const backend of backends) {
   describe.skipIf(backend.skip)(`EventStore on ${backend.name}`, () => {
     layer(storeLayer(backend), { timeout: "120 seconds", excludeTestServices: true })((it) => {
@@ -55,10 +58,14 @@ for (const backend of backends) {
       it.effect("stores a key once; the same id under another topic is another event; in-batch repeats are duplicates", () =>
         Effect.gen(function*() {
           const store = yield* EventStore
-          expect(yield* store.insertMany([ev("a", 1), ev("a", 2), ev("a", 1), ev("b", 1)])).toEqual([true, true, false, true])
-          expect(yield* store.insertMany([ev("a", 1), ev("a", 3)])).toEqual([false, true])
+          const first = yield* store.insertMany([ev("a", 1), ev("a", 2), ev("a", 1), ev("b", 1)])
+          expect(first.map(isStored)).toEqual([true, true, false, true])
+          expect((yield* store.insertMany([ev("a", 1), ev("a", 3)])).map(isStored)).toEqual([false, true])
           const got = yield* store.get("a", "k1")
           expect(got).toMatchObject({ topic: "a", event_id: "k1", timestamp: "2025-01-01T00:00:00.000001Z", source: null, payload: null })
+          // what insertMany returns for a position is the row stored for it
+          expect(first[0]).toEqual(got)
+          expect(first[3]).toEqual(yield* store.get("b", "k1"))
           expect(yield* store.get("a", "missing")).toBeUndefined()
         }))
 
@@ -101,7 +108,12 @@ for (const backend of backends) {
             const answers = yield* Effect.forEach(batches, (keys) => store.insertMany(keys.map((k) => ev(topic, k))), {
               concurrency: "unbounded"
             })
-            const reportedNew = answers.flatMap((a, i) => a.flatMap((isNew, j) => isNew ? [batches[i][j]] : []))
+            answers.forEach((a, i) =>
+              a.forEach((row, j) => {
+                if (row !== undefined) expect(row.event_id).toBe(`k${batches[i][j]}`)
+              })
+            )
+            const reportedNew = answers.flatMap((a, i) => a.flatMap((row, j) => row !== undefined ? [batches[i][j]] : []))
             const distinct = new Set(batches.flat())
             expect(reportedNew.length).toBe(distinct.size)
             expect(new Set(reportedNew)).toEqual(distinct)

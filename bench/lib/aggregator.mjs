@@ -224,3 +224,21 @@ export const startBareServer = async () => {
     }
   }
 }
+
+/** The naive reference server (bench/reference/naive-server.mjs) on `databaseUrl`, as its own process. */
+export const startNaiveReference = async ({ databaseUrl }) => {
+  const child = spawn(process.execPath, ["bench/reference/naive-server.mjs"], {
+    env: { ...process.env, DATABASE_URL: databaseUrl },
+    stdio: ["ignore", "pipe", "inherit"]
+  })
+  const [line] = await once(child.stdout, "data")
+  const exited = once(child, "exit")
+  return {
+    url: `http://127.0.0.1:${Number(String(line).trim())}`,
+    pid: child.pid,
+    stop: async () => {
+      child.kill("SIGTERM")
+      await exited
+    }
+  }
+}

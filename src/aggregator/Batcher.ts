@@ -1,28 +1,27 @@
 import * as Cause from "effect/Cause"
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Queue from "effect/Queue"
-import { Overloaded, StorageUnavailable } from "../domain/Errors.js"
-import { AggregatorConfig } from "./Config.js"
 import type { StoredEvent } from "../domain/Event.js"
+import { Overloaded, StorageUnavailable } from "../domain/Errors.js"
 import { Broker } from "./Broker.js"
+import { AggregatorConfig } from "./Config.js"
+import { EventStore, type Inserted, type NewEvent } from "./EventStore.js"
 import * as Metrics from "./Metrics.js"
-import { eventKey, type NewEvent, EventStore } from "./EventStore.js"
+
+type Answer = Effect.Effect<Inserted, StorageUnavailable>
 
 interface Pending {
   readonly events: ReadonlyArray<NewEvent>
-  readonly done: Deferred.Deferred<ReadonlyArray<boolean>, StorageUnavailable>
+  readonly answer: (outcome: Answer) => void
 }
 
 /**
  * Group commit. Concurrent submissions are gathered into one multi-row insert and one transaction; each
  * submitter is answered only after that transaction commits (or every member gets the failure). While
- * `flushConcurrency` flushes are in flight, new submissions queue and form the next batch, so gathering
+ * `flushConcurrency` flushes are in flight, new submissions wait and form the next batch, so gathering
  * overlaps committing. Events waiting or being written are capped: past the cap a submission fails at once
  * with `Overloaded` (429) instead of growing the heap. With `groupCommit` off every submission is its own
- * transaction (for comparison). Once a transaction commits, the events it stored (never a duplicate) are
- * announced on the broker.
+ * transaction (for comparison). Once a transaction commits, the rows it stored are announced on the broker.
  */
 export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
   scoped: Effect.gen(function*() {
@@ -30,76 +29,59 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     const store = yield* EventStore
     const broker = yield* Broker
     const scope = yield* Effect.scope
-    const queue = yield* Queue.unbounded<Pending>()
     const cap = config.flushMaxEvents
     const slots = yield* Effect.makeSemaphore(config.groupCommit ? config.flushConcurrency : config.dbPoolSize)
-    let pending = 0
     yield* Metrics.register(Metrics.batchSize, Metrics.commitDuration)
-    let carry: Array<Pending> = []
-    let closing = false
 
-    // Items that did not fit the previous flush go first, in arrival order.
-    const gather = Effect.gen(function*() {
-      const first = carry.length > 0 ? carry.shift()! : yield* Queue.take(queue)
-      const batch = [first]
-      let size = first.events.length
-      if (!config.groupCommit) return batch
-      if (config.flushWindowMs > 0 && size < cap) yield* Effect.sleep(config.flushWindowMs)
-      while (carry.length > 0 && size + carry[0].events.length <= cap) {
-        const p = carry.shift()!
-        batch.push(p)
-        size += p.events.length
+    // submissions in arrival order, not yet in a flush; the writer sleeps on `wake` when there are none
+    let waiting: Array<Pending> = []
+    let pending = 0
+    let closing = false
+    let wake: (() => void) | undefined
+    const work = Effect.async<void>((resume) => {
+      if (waiting.length > 0) return resume(Effect.void)
+      wake = () => {
+        wake = undefined
+        resume(Effect.void)
       }
-      while (carry.length === 0 && size < cap) {
-        const more = yield* Queue.takeUpTo(queue, cap - size)
-        if (more.length === 0) break
-        for (const p of more) {
-          if (carry.length === 0 && size + p.events.length <= cap) {
-            batch.push(p)
-            size += p.events.length
-          } else {
-            carry.push(p)
-          }
-        }
-      }
-      return batch
     })
+
+    // The oldest submission always goes; the next ones while they fit under the cap, in arrival order.
+    const take = (): ReadonlyArray<Pending> => {
+      let n = 1
+      let size = waiting[0].events.length
+      if (config.groupCommit) {
+        while (n < waiting.length && size + waiting[n].events.length <= cap) size += waiting[n++].events.length
+      }
+      const batch = n === waiting.length ? waiting : waiting.slice(0, n)
+      waiting = n === waiting.length ? [] : waiting.slice(n)
+      return batch
+    }
 
     const flush = (batch: ReadonlyArray<Pending>) => {
       const events = batch.length === 1 ? batch[0].events : batch.flatMap((p) => p.events)
-      let committed: ReadonlyArray<StoredEvent> = []
       const started = performance.now()
-      return store.insertMany(events, (rows) => {
-        committed = rows
-      }, cap).pipe(
+      return store.insertMany(events, cap).pipe(
         Effect.exit,
-        Effect.tap(() =>
-          Effect.sync(() => {
-            Metrics.batchSize.unsafeUpdate(events.length, [])
-            Metrics.commitDuration.unsafeUpdate((performance.now() - started) / 1000, [])
-          })
-        ),
         Effect.flatMap((exit) => {
+          Metrics.batchSize.unsafeUpdate(events.length, [])
+          Metrics.commitDuration.unsafeUpdate((performance.now() - started) / 1000, [])
           if (Exit.isSuccess(exit)) {
-            const isNew = new Set<string>()
-            exit.value.forEach((stored, i) => {
-              if (stored) isNew.add(eventKey(events[i].topic, events[i].event_id))
-            })
+            const rows = exit.value
+            const fresh: Array<StoredEvent> = []
+            for (const row of rows) if (row !== undefined) fresh.push(row)
             let offset = 0
-            return broker.announce(committed.filter((e) => isNew.delete(eventKey(e.topic, e.event_id)))).pipe(
-              Effect.zipRight(Effect.forEach(batch, (p) => {
-              const mine = exit.value.slice(offset, offset + p.events.length)
+            for (const p of batch) {
+              p.answer(Effect.succeed(batch.length === 1 ? rows : rows.slice(offset, offset + p.events.length)))
               offset += p.events.length
-              return Deferred.succeed(p.done, mine)
-            }, { discard: true }))
-            )
+            }
+            return fresh.length > 0 ? broker.announce(fresh) : Effect.void
           }
-          const failure = new StorageUnavailable({ message: "the write did not commit; retry later" })
+          const failure = Effect.fail(new StorageUnavailable({ message: "the write did not commit; retry later" }))
+          for (const p of batch) p.answer(failure)
           // A storage error was logged where it happened; anything else is a bug and must be seen.
           const logged = Cause.isFailType(exit.cause) && exit.cause.error._tag === "StorageUnavailable"
-          return Effect.forEach(batch, (p) => Deferred.fail(p.done, failure), { discard: true }).pipe(
-            Effect.zipRight(logged ? Effect.void : Effect.logError("flush failed", exit.cause))
-          )
+          return logged ? Effect.void : Effect.logError("flush failed", exit.cause)
         }),
         Effect.ensuring(Effect.sync(() => {
           pending -= events.length
@@ -110,39 +92,39 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     }
 
     yield* slots.take(1).pipe(
-      Effect.zipRight(gather),
-      Effect.flatMap((batch) => Effect.forkIn(flush(batch), scope)),
+      Effect.zipRight(work),
+      Effect.zipRight(config.groupCommit && config.flushWindowMs > 0 ? Effect.sleep(config.flushWindowMs) : Effect.void),
+      Effect.flatMap(() => Effect.forkIn(flush(take()), scope)),
       Effect.forever,
       Effect.forkScoped
     )
 
-    // Runs after the HTTP server has drained; whatever is still queued is refused, never left hanging.
+    // Runs after the HTTP server has drained; whatever still waits is refused, never left hanging.
     yield* Effect.addFinalizer(() =>
-      Effect.gen(function*() {
+      Effect.sync(() => {
         closing = true
-        const left = [...carry, ...(yield* Queue.takeAll(queue))]
-        const refused = new StorageUnavailable({ message: "the aggregator is shutting down; retry" })
-        yield* Effect.forEach(left, (p) => Deferred.fail(p.done, refused), { discard: true })
+        const refused = Effect.fail(new StorageUnavailable({ message: "the aggregator is shutting down; retry" }))
+        for (const p of waiting) p.answer(refused)
+        waiting = []
       })
     )
 
     /**
-     * Stores the events (in gathered transactions) and tells, per position, whether this call stored it.
-     * Callers dedupe their own input first; across submissions the earlier one in the queue wins. A
-     * submission is never split across transactions: one larger than `flushMaxEvents` is a flush of its
-     * own, written in statements of at most that many rows, so it is stored whole or not at all.
+     * Stores the events (in gathered transactions) and returns, per position, the row this call stored, or
+     * undefined for a duplicate. Across submissions the earlier one wins. A submission is never split across
+     * transactions: one larger than `flushMaxEvents` is a flush of its own, stored whole or not at all.
      */
-    const submit = (events: ReadonlyArray<NewEvent>) =>
-      Effect.suspend((): Effect.Effect<ReadonlyArray<boolean>, Overloaded | StorageUnavailable> => {
-        if (events.length === 0) return Effect.succeed([])
-        if (closing) return Effect.fail(new StorageUnavailable({ message: "the aggregator is shutting down; retry" }))
+    const submit = (events: ReadonlyArray<NewEvent>): Effect.Effect<Inserted, Overloaded | StorageUnavailable> =>
+      Effect.async((resume) => {
+        if (events.length === 0) return resume(Effect.succeed([]))
+        if (closing) return resume(Effect.fail(new StorageUnavailable({ message: "the aggregator is shutting down; retry" })))
         // A submission larger than the whole cap is admitted when nothing else waits, so it is never refused forever.
         if (pending > 0 && pending + events.length > config.maxPendingEvents) {
-          return Effect.fail(new Overloaded({ message: "too many events are waiting to be written; retry later" }))
+          return resume(Effect.fail(new Overloaded({ message: "too many events are waiting to be written; retry later" })))
         }
         pending += events.length
-        return Effect.flatMap(Deferred.make<ReadonlyArray<boolean>, StorageUnavailable>(), (done) =>
-          Queue.offer(queue, { events, done }).pipe(Effect.zipRight(Deferred.await(done))))
+        waiting.push({ events, answer: resume })
+        wake?.()
       })
 
     return {

@@ -5,19 +5,27 @@ import * as Effect from "effect/Effect"
 import type { Readable } from "node:stream"
 import * as Zlib from "node:zlib"
 import { PayloadTooLarge, UnsupportedMediaType, ValidationFailed } from "../domain/Errors.js"
-import { duplicateKey } from "./JsonKeys.js"
+import { scanJson } from "./JsonKeys.js"
 
 const jsonType = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i
 
 /** The client went away before its whole body arrived: there is no event, and nobody to answer. */
 export class ClientGone extends Data.TaggedError("ClientGone") {}
 
+/** A request body read and parsed once: the JSON value and how deeply it nests. */
+export interface JsonBody {
+  readonly value: unknown
+  readonly depth: number
+}
+
+export type BodyError = UnsupportedMediaType | PayloadTooLarge | ValidationFailed | ClientGone
+
 const untypedBody = () => new UnsupportedMediaType({ message: "a request body needs content-type: application/json" })
 
 // fatal: invalid UTF-8 is an error, not U+FFFD; without `stream` it keeps no state between calls
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
-const bodyError = (message: string) => new ValidationFailed({ message, issues: [{ path: "", message }] })
+const bodyError = (message: string, issue = message) => new ValidationFailed({ message, issues: [{ path: "", message: issue }] })
 
 /** Reads at most `max` bytes; answers "too_large" (and stops reading) past that. */
 const readLimited = (source: Readable, max: number) =>
@@ -41,7 +49,7 @@ const readLimited = (source: Readable, max: number) =>
     }
     const onEnd = () => {
       cleanup()
-      resume(Effect.succeed(Buffer.concat(chunks, size)))
+      resume(Effect.succeed(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)))
     }
     const onError = (error: Error) => {
       cleanup()
@@ -53,22 +61,36 @@ const readLimited = (source: Readable, max: number) =>
     return Effect.sync(cleanup)
   })
 
+/** Strict UTF-8, no key twice in one object, then `JSON.parse` (an empty body is `null`, as the platform reads it). */
+export const parseJson = (bytes: Uint8Array): JsonBody | ValidationFailed => {
+  let text: string
+  try {
+    text = utf8.decode(bytes)
+  } catch {
+    return bodyError("body is not valid UTF-8")
+  }
+  if (text === "") return { value: null, depth: 0 }
+  const scan = scanJson(text)
+  if (scan.duplicate !== undefined) return bodyError(`key ${JSON.stringify(scan.duplicate)} appears twice in one object`)
+  try {
+    return { value: JSON.parse(text), depth: scan.depth }
+  } catch {
+    return bodyError("body must be JSON", "body is not valid JSON")
+  }
+}
+
 /**
- * Reads a request body under our own rules, before the framework sees it: a body must be declared JSON
- * (415 for another content type or none), gzip/deflate decoded with the byte limit applied to the *decoded*
- * size (a gzip bomb is a 413, not an out-of-memory), strict UTF-8. The text is then handed to the
- * framework's request, so HttpApi decodes it as usual.
+ * Reads and parses a JSON request body once, under our own rules: it must be declared JSON (415 for another
+ * content type or none, unless `acceptUntyped`), gzip/deflate is decoded with the byte limit applied to the
+ * *decoded* size (a gzip bomb is a 413, not an out-of-memory), strict UTF-8, no duplicate keys.
  */
-export const readBody = (
+export const readJsonBody = (
   request: HttpServerRequest.HttpServerRequest,
   maxBytes: number,
   acceptUntyped = false
-): Effect.Effect<string, UnsupportedMediaType | PayloadTooLarge | ValidationFailed | ClientGone> => {
-  // Plain code and a few Effect steps, no generator or scope: this runs on every POST (a scope is opened
-  // only to decode gzip/deflate).
+): Effect.Effect<JsonBody, BodyError> => {
   const contentType = request.headers["content-type"]
-  // A body must say it is JSON; a request with no body and no type (`POST /publish` alone) goes on to its 422 or 405.
-  // ACCEPT_UNTYPED_BODIES reads such a body as JSON, as the service this replaces did (for clients that send none)
+  // A request with no body and no type (`POST /publish` alone) goes on to its 422.
   const missing = contentType === undefined || contentType.trim() === ""
   const untyped = missing && !acceptUntyped
   const declared = Number(request.headers["content-length"] ?? "NaN")
@@ -77,11 +99,8 @@ export const readBody = (
   }
   if (untyped && declared > 0) return Effect.fail(untypedBody())
   const incoming = NodeHttpServerRequest.toIncomingMessage(request)
-  // The framework reads only a literal `application/json` as JSON (anything else it would wait for as
-  // raw bytes we have already consumed), so name the accepted variants (`+json`, any case) that way.
-  if (contentType !== undefined) incoming.headers["content-type"] = "application/json"
-  const encoding = (request.headers["content-encoding"] ?? "identity").trim().toLowerCase()
-  // Built only when needed: an error's constructor captures a stack, which costs on every request.
+  const encoding = request.headers["content-encoding"]?.trim().toLowerCase() ?? ""
+  // Built only when needed: an error's constructor captures a stack.
   const tooLarge = () => new PayloadTooLarge({ message: `request body must be at most ${maxBytes} bytes`, limit: maxBytes })
 
   const decode = (source: Readable) =>
@@ -93,24 +112,16 @@ export const readBody = (
             : bodyError(source === incoming ? `could not read the body: ${e.message}` : `body is not valid ${encoding} data`)
         )
       ),
-      (bytes): Effect.Effect<string, PayloadTooLarge | UnsupportedMediaType | ValidationFailed> => {
+      (bytes): Effect.Effect<JsonBody, BodyError> => {
         if (bytes === "too_large") return Effect.fail(tooLarge())
         // a chunked body declares no length: only now is it known to be there
         if (untyped && bytes.length > 0) return Effect.fail(untypedBody())
-        let text: string
-        try {
-          text = utf8.decode(bytes)
-        } catch {
-          return Effect.fail(bodyError("body is not valid UTF-8"))
-        }
-        const duplicate = duplicateKey(text)
-        return duplicate === undefined
-          ? Effect.succeed(text)
-          : Effect.fail(bodyError(`key ${JSON.stringify(duplicate)} appears twice in one object`))
+        const parsed = parseJson(bytes)
+        return parsed instanceof ValidationFailed ? Effect.fail(parsed) : Effect.succeed(parsed)
       }
     )
 
-  if (encoding === "identity" || encoding === "") {
+  if (encoding === "" || encoding === "identity") {
     return declared > maxBytes ? Effect.fail(tooLarge()) : decode(incoming)
   }
   if (encoding === "gzip" || encoding === "x-gzip" || encoding === "deflate") {
@@ -129,9 +140,4 @@ export const readBody = (
     )
   }
   return Effect.fail(new UnsupportedMediaType({ message: `content-encoding ${encoding} is not supported; use gzip or deflate` }))
-}
-
-/** Makes the framework read `text` as this request's body. Relies on the pinned platform-node's cached text field. */
-export const presetBody = (request: HttpServerRequest.HttpServerRequest, text: string) => {
-  ;(request as unknown as { textEffect: Effect.Effect<string> }).textEffect = Effect.succeed(text)
 }

@@ -23,6 +23,12 @@ export const eventKey = (topic: string, eventId: string): string => `${topic}\u0
 const byKey = (a: NewEvent, b: NewEvent) =>
   a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.event_id < b.event_id ? -1 : a.event_id > b.event_id ? 1 : 0
 
+const sameKey = (a: { topic: string; event_id: string }, b: { topic: string; event_id: string }) =>
+  a.topic === b.topic && a.event_id === b.event_id
+
+/** Per input position, the row that call stored, or undefined for a duplicate (of a stored row or of an earlier position). */
+export type Inserted = ReadonlyArray<StoredEvent | undefined>
+
 const utcText = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`
 
 interface Row {
@@ -38,6 +44,17 @@ interface Row {
 type InsertedRow = Omit<Row, "payload">
 
 const toStored = (r: Row): StoredEvent => ({ ...r, seq: Number(r.seq) })
+
+// The payload is not read back from the database: the caller's copy is the one that was stored.
+const stored = (r: InsertedRow, e: NewEvent): StoredEvent => ({
+  seq: Number(r.seq),
+  topic: r.topic,
+  event_id: r.event_id,
+  timestamp: r.timestamp,
+  source: r.source,
+  received_at: r.received_at,
+  payload: payloadValue(e)
+})
 
 const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
   const out: Array<ReadonlyArray<A>> = []
@@ -74,47 +91,49 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
         FROM ins ORDER BY seq`
 
     /**
-     * Stores the events in one transaction and tells, for each input position, whether that call stored
-     * it. A key repeated in the input is stored once: its first occurrence wins, later ones are
-     * duplicates. Rows go in key order so concurrent transactions take index locks in the same order
-     * and cannot deadlock. `onCommitted` gets the stored rows once their transaction has committed.
+     * Stores the events in one transaction and returns, per input position, the row stored for it (undefined
+     * for a duplicate). A key repeated in the input is stored once: its first occurrence wins. Rows go in key
+     * order so concurrent transactions take index locks in the same order and cannot deadlock; past
+     * `statementRows` they go in several statements of the same transaction, so a call is stored whole or not at all.
      */
-    const insertMany = (
-      events: ReadonlyArray<NewEvent>,
-      onCommitted?: (stored: ReadonlyArray<StoredEvent>) => void,
-      statementRows = 1000
-    ) =>
-      db.use((sql) =>
-        Effect.gen(function*() {
-          const firstIndex = new Map<string, number>()
-          const unique: Array<NewEvent> = []
-          events.forEach((e, i) => {
-            const key = eventKey(e.topic, e.event_id)
-            if (!firstIndex.has(key)) {
-              firstIndex.set(key, i)
-              unique.push(e)
-            }
-          })
-          unique.sort(byKey)
-          const shard = nextShard
-          nextShard = (nextShard + 1) % TOTAL_SHARDS
-          // One transaction however many rows: a request is stored whole or not at all. Past
-          // `statementRows` the rows go in several statements (still in key order, so still deadlock-free).
-          const inserted = yield* sql.withTransaction(
-            unique.length <= statementRows
-              ? insertStatement(sql, unique, shard)
-              : Effect.map(
-                Effect.forEach(chunks(unique, statementRows), (part) => insertStatement(sql, part, shard)),
-                (parts) => parts.flat()
-              )
+    const insertMany = (events: ReadonlyArray<NewEvent>, statementRows = 1000) =>
+      db.use((sql) => {
+        // positions in key order, repeats adjacent with the first occurrence first (the sort is stable)
+        const order = events.map((_, i) => i).sort((a, b) => byKey(events[a], events[b]))
+        const unique: Array<NewEvent> = []
+        const uniqueAt: Array<number> = []
+        for (const i of order) {
+          if (unique.length === 0 || !sameKey(unique[unique.length - 1], events[i])) {
+            unique.push(events[i])
+            uniqueAt.push(i)
+          }
+        }
+        const shard = nextShard
+        nextShard = (nextShard + 1) % TOTAL_SHARDS
+        const statements = unique.length <= statementRows
+          ? insertStatement(sql, unique, shard)
+          : Effect.map(
+            Effect.forEach(chunks(unique, statementRows), (part) => insertStatement(sql, part, shard)),
+            (parts) => parts.flat()
           )
-          const storedAt = inserted.map((r) => firstIndex.get(eventKey(r.topic, r.event_id))!)
-          // The payload is not read back from the database: the caller's copy is the one that was stored.
-          onCommitted?.(inserted.map((r, i) => toStored({ ...r, payload: payloadValue(events[storedAt[i]]) })))
-          const stored = new Set(storedAt)
-          return events.map((_, i) => stored.has(i))
+        return Effect.map(sql.withTransaction(statements), (rows): Inserted => {
+          const result = new Array<StoredEvent | undefined>(events.length).fill(undefined)
+          // The new rows come back in seq order, which is the order they were inserted in: key order.
+          let r = 0
+          for (let u = 0; u < unique.length && r < rows.length; u++) {
+            if (sameKey(rows[r], unique[u])) result[uniqueAt[u]] = stored(rows[r++], events[uniqueAt[u]])
+          }
+          if (r === rows.length) return result
+          // not in that order after all: match by key
+          result.fill(undefined)
+          const at = new Map(unique.map((e, u) => [eventKey(e.topic, e.event_id), uniqueAt[u]]))
+          for (const row of rows) {
+            const i = at.get(eventKey(row.topic, row.event_id))!
+            result[i] = stored(row, events[i])
+          }
+          return result
         })
-      ).pipe(Effect.withSpan("EventStore.insertMany", { attributes: { events: events.length } }))
+      }).pipe(Effect.withSpan("EventStore.insertMany", { attributes: { events: events.length } }))
 
     const list = (options: { readonly topic?: string; readonly limit: number; readonly before?: number }) =>
       db.use((sql) =>

@@ -1,5 +1,6 @@
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as HttpApiError from "@effect/platform/HttpApiError"
+import type * as HttpApp from "@effect/platform/HttpApp"
 import * as HttpServerError from "@effect/platform/HttpServerError"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
@@ -9,6 +10,7 @@ import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
@@ -17,7 +19,7 @@ import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { createHash, timingSafeEqual } from "node:crypto"
-import { AggregatorApi, DEFAULT_LIST_LIMIT } from "../domain/Api.js"
+import { AggregatorApi, Authorization, DEFAULT_LIST_LIMIT } from "../domain/Api.js"
 import {
   MethodNotAllowed,
   NotFound,
@@ -29,7 +31,7 @@ import {
   ValidationFailed
 } from "../domain/Errors.js"
 import type { BatchItemResult, StoredEvent } from "../domain/Event.js"
-import { ClientGone, presetBody, readBody } from "./Body.js"
+import { ClientGone, readJsonBody } from "./Body.js"
 import { Broker } from "./Broker.js"
 import { AggregatorConfig } from "./Config.js"
 import { Draining } from "./Lifecycle.js"
@@ -37,8 +39,8 @@ import { Database } from "./Database.js"
 import { Batcher } from "./Batcher.js"
 import { eventKey, EventStore, type NewEvent } from "./EventStore.js"
 import { Stats } from "./Stats.js"
-import { routes } from "./Routes.js"
-import { toNewEvent, validateItem, withPayloadSize } from "./Validation.js"
+import { allowedMethods, isDeclaredPath, pathOf } from "./Routes.js"
+import { batchItems, GUARDED_DEPTH, validateItem } from "./Validation.js"
 import { dashboardPage } from "./Dashboard.js"
 import * as Metrics from "./Metrics.js"
 
@@ -137,6 +139,13 @@ const field = (item: unknown, name: string): string | null => {
 
 const sseFrame = (e: StoredEvent) => `id: ${e.seq}\ndata: ${JSON.stringify(e)}\n\n`
 
+const invalid = (issues: ReadonlyArray<{ readonly path: string; readonly message: string }>, what = "the request") =>
+  new ValidationFailed({ message: `${what} is invalid (${issues.length} issue${issues.length === 1 ? "" : "s"})`, issues })
+
+/**
+ * The ingest routes are served with `handleRaw`: the body is read and parsed once, validated by one compiled
+ * decoder, and the answer is built here, while the HttpApi definition stays the contract (OpenAPI, client).
+ */
 export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handlers) =>
   Effect.gen(function*() {
     const config = yield* AggregatorConfig
@@ -172,61 +181,88 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
 
     const storedOne = { processed: 1, duplicates: 0, rejected: 0 } as const
     const duplicateOne = { processed: 0, duplicates: 1, rejected: 0 } as const
+    const rejectedOne = { processed: 0, duplicates: 0, rejected: 1 } as const
+    // a body cut off by the client going away is no event, and nobody reads this answer
+    const clientGone = HttpServerResponse.empty({ status: 499 })
+
+    const readBody = (request: HttpServerRequest.HttpServerRequest) =>
+      readJsonBody(request, config.maxBodyBytes, config.acceptUntypedBodies)
 
     const write = (events: ReadonlyArray<NewEvent>) =>
       batcher.submit(events).pipe(
         Effect.tapErrorTag("StorageUnavailable", () => stats.recordStorageFailure(events.length))
       )
 
-    return handlers
-      // Without a generator, like the middleware: the single-event route is the hot path.
-      .handle("publish", ({ payload }) => {
-        const checked = toNewEvent(payload, config.maxPayloadBytes)
-        if (Either.isLeft(checked)) return Effect.fail(new ValidationFailed({ message: "the event is invalid", issues: checked.left }))
-        const event = checked.right
-        return Effect.flatMap(write([event]), ([isNew]) =>
-          Effect.as(stats.record(isNew ? storedOne : duplicateOne), {
-            status: isNew ? "processed" as const : "dropped_duplicate" as const,
-            id: event.event_id,
-            topic: event.topic
-          }))
-      }, { uninterruptible: true })
-      .handle("publishBatch", ({ payload }) =>
-        Effect.gen(function*() {
-          const items = Array.isArray(payload) ? payload : (payload as { events: ReadonlyArray<unknown> }).events
-          if (items.length > config.maxBatchEvents) {
-            return yield* new PayloadTooLarge({
-              message: `a batch may hold at most ${config.maxBatchEvents} events; split it`,
-              limit: config.maxBatchEvents
-            })
-          }
-          // Each valid item is written once per key (first occurrence); later repeats are duplicates.
-          const checked = items.map((item) => validateItem(item, config.maxPayloadBytes))
-          const firstOf = new Map<string, number>()
-          const toWrite: Array<NewEvent> = []
-          const slot = checked.map((c) => {
-            if (Either.isLeft(c)) return -1
-            const key = eventKey(c.right.topic, c.right.event_id)
-            if (firstOf.has(key)) return -2
-            firstOf.set(key, toWrite.length)
-            toWrite.push(c.right)
-            return toWrite.length - 1
-          })
-          const isNew = yield* write(toWrite)
+    // A refused single event counts as one rejected event, whatever refused it (body or fields).
+    type Answer = Effect.Effect<
+      HttpServerResponse.HttpServerResponse,
+      ValidationFailed | PayloadTooLarge | UnsupportedMediaType | Overloaded | StorageUnavailable
+    >
+    const publishOne = (request: HttpServerRequest.HttpServerRequest): Answer =>
+      Effect.flatMap(
+        Effect.catchAll(readBody(request), (e) => e instanceof ClientGone ? Effect.succeed(undefined) : Effect.zipRight(stats.record(rejectedOne), Effect.fail(e))),
+        (body): Answer => {
+          if (body === undefined) return Effect.succeed(clientGone)
+          const checked = validateItem(body.value, config.maxPayloadBytes, body.depth > GUARDED_DEPTH)
+          if (Either.isLeft(checked)) return Effect.zipRight(stats.record(rejectedOne), Effect.fail(invalid(checked.left)))
+          const event = checked.right
+          return Effect.flatMap(write([event]), ([row]) =>
+            Effect.as(
+              stats.record(row !== undefined ? storedOne : duplicateOne),
+              HttpServerResponse.unsafeJson(
+                { status: row !== undefined ? "processed" : "dropped_duplicate", id: event.event_id, topic: event.topic },
+                { status: row !== undefined ? 201 : 200 }
+              )
+            ))
+        }
+      )
+
+    // Each valid item is written once per key (its first occurrence); later repeats are duplicates.
+    const publishBatch = (request: HttpServerRequest.HttpServerRequest): Answer =>
+      Effect.flatMap(Effect.catchTag(readBody(request), "ClientGone", () => Effect.succeed(undefined)), (body): Answer => {
+        if (body === undefined) return Effect.succeed(clientGone)
+        const deep = body.depth > GUARDED_DEPTH
+        const envelope = batchItems(body.value, deep)
+        if (Either.isLeft(envelope)) return Effect.fail(invalid(envelope.left))
+        const items = envelope.right
+        if (items.length > config.maxBatchEvents) {
+          return Effect.fail(
+            new PayloadTooLarge({ message: `a batch may hold at most ${config.maxBatchEvents} events; split it`, limit: config.maxBatchEvents })
+          )
+        }
+        const checked = items.map((item) => validateItem(item, config.maxPayloadBytes, deep))
+        const firstOf = new Map<string, number>()
+        const toWrite: Array<NewEvent> = []
+        const slot = checked.map((c) => {
+          if (Either.isLeft(c)) return -1
+          const key = eventKey(c.right.topic, c.right.event_id)
+          if (firstOf.has(key)) return -2
+          firstOf.set(key, toWrite.length)
+          toWrite.push(c.right)
+          return toWrite.length - 1
+        })
+        return Effect.flatMap(write(toWrite), (rows) => {
           let processed = 0, duplicates = 0, rejected = 0
           const results = checked.map((c, index): BatchItemResult => {
             if (Either.isLeft(c)) {
               rejected++
               return { index, topic: field(items[index], "topic"), event_id: field(items[index], "event_id"), status: "rejected", errors: c.left }
             }
-            const stored = slot[index] >= 0 && isNew[slot[index]]
+            const stored = slot[index] >= 0 && rows[slot[index]] !== undefined
             if (stored) processed++
             else duplicates++
             return { index, topic: c.right.topic, event_id: c.right.event_id, status: stored ? "processed" : "dropped_duplicate" }
           })
-          yield* stats.record({ processed, duplicates, rejected })
-          return { received: items.length, processed, duplicates, rejected, results }
-        }), { uninterruptible: true })
+          return Effect.as(
+            stats.record({ processed, duplicates, rejected }),
+            HttpServerResponse.unsafeJson({ received: items.length, processed, duplicates, rejected, results })
+          )
+        })
+      })
+
+    return handlers
+      .handleRaw("publish", ({ request }) => publishOne(request), { uninterruptible: true })
+      .handleRaw("publishBatch", ({ request }) => publishBatch(request), { uninterruptible: true })
       .handle("list", ({ urlParams }) =>
         store.list({
           limit: urlParams.limit ?? DEFAULT_LIST_LIMIT,
@@ -245,93 +281,85 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
             : Effect.succeed(event)))
   }))
 
-const json = (status: number, body: unknown, headers?: Record<string, string>) =>
-  HttpServerResponse.unsafeJson(body, { status, ...(headers ? { headers } : {}) })
-
-const encodeUnavailable = Schema.encodeSync(StorageUnavailable)
-const encodeOverloaded = Schema.encodeSync(Overloaded)
-const encodeNotFound = Schema.encodeSync(NotFound)
-const encodeTooLarge = Schema.encodeSync(PayloadTooLarge)
-const encodeUnsupported = Schema.encodeSync(UnsupportedMediaType)
-const encodeUnauthorized = Schema.encodeSync(Unauthorized)
-const encodeNotAllowed = Schema.encodeSync(MethodNotAllowed)
-
 const sha256 = (text: string) => createHash("sha256").update(text).digest()
 
 /**
  * Whether an `Authorization` header carries one of `keys` as a bearer token. Digests have equal lengths,
  * so `timingSafeEqual` applies whatever the key lengths, and every key is compared: the time taken does
- * not depend on which key matched or how much of one did.
+ * not depend on which key matched or how much of one did. The header is read whole (the scheme in any
+ * case, spaces around the token), not only the part the framework's bearer decoding slices off.
  */
 const bearerCheck = (keys: ReadonlyArray<Redacted.Redacted<string>>) => {
   const digests = keys.map((key) => sha256(Redacted.value(key)))
-  return (authorization: string | undefined): "ok" | "missing" | "invalid" => {
-    if (authorization === undefined || authorization.trim() === "") return "missing"
-    const token = /^Bearer +(\S+) *$/i.exec(authorization)?.[1]
-    if (token === undefined) return "invalid"
+  return (authorization: string | undefined): boolean => {
+    const token = authorization === undefined ? undefined : /^\s*Bearer +(\S+) *$/i.exec(authorization)?.[1]
+    if (token === undefined) return false
     const presented = sha256(token)
     let ok = false
     for (const digest of digests) ok = timingSafeEqual(digest, presented) || ok
-    return ok ? "ok" : "invalid"
+    return ok
   }
 }
 
-const readOnly = new Set(["GET", "HEAD", "OPTIONS"])
+/** The bearer check: the `Authorization` middleware of the routes that write, with `HttpApiSecurity.bearer`. */
+export const AuthorizationLive = Layer.effect(
+  Authorization,
+  Effect.map(AggregatorConfig, (config) => {
+    if (config.apiKeys.length === 0) return Authorization.of({ apiKey: () => Effect.void })
+    const valid = bearerCheck(config.apiKeys)
+    return Authorization.of({
+      apiKey: () =>
+        Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+          if (valid(request.headers["authorization"])) return Effect.void
+          const missing = (request.headers["authorization"] ?? "").trim() === ""
+          return Effect.fail(
+            new Unauthorized({
+              message: missing
+                ? "this route needs an API key: send `Authorization: Bearer <key>`"
+                : "the Authorization header does not carry a valid API key as `Bearer <key>`"
+            })
+          )
+        })
+    })
+  })
+)
 
-const isPublish = (request: HttpServerRequest.HttpServerRequest) =>
-  request.method === "POST" && request.url.split("?")[0] === "/publish"
+const json = (status: number, body: unknown, headers?: Record<string, string>) =>
+  HttpServerResponse.unsafeJson(body, { status, ...(headers ? { headers } : {}) })
+
+const encodeNotFound = Schema.encodeSync(NotFound)
+const encodeNotAllowed = Schema.encodeSync(MethodNotAllowed)
+
+/** Answers a path no endpoint has (404), or one that exists under other methods (405 with `Allow`). */
+const notRouted = (request: HttpServerRequest.HttpServerRequest, path: string) => {
+  const allowed = allowedMethods(path)
+  return allowed.length > 0 && !allowed.includes(request.method)
+    ? json(
+      405,
+      encodeNotAllowed(
+        new MethodNotAllowed({ message: `${request.method} is not allowed on ${path}; use ${allowed.join(", ")}` })
+      ),
+      { allow: allowed.join(", ") }
+    )
+    : json(404, encodeNotFound(new NotFound({ message: `no route ${request.method} ${path}` })))
+}
+
+// Served by the platform beside the API's endpoints.
+const documentPaths = new Set(["/docs", "/openapi.json"])
 
 /**
- * Shapes every answer that does not come from a handler's success:
- * - the body byte limit (413), and one 422 for every validation failure (the framework answers a schema
- *   failure with 400 and a non-JSON body with a defect);
+ * Shapes every answer that does not come from a handler:
+ * - a path is served only as its endpoint declares it (a trailing slash allowed): `//publish`, `/PUBLISH`,
+ *   `/%70ublish` or `/publish;a` are 404s before any routing, so one endpoint has one behaviour (counting,
+ *   metrics, auth);
  * - JSON 404s, and 405 with `Allow` for a known path under the wrong method;
- * - 503 and 429 with `Retry-After`;
- * - a JSON 500 for anything unexpected, logged, with no stack to the client;
- * - with API keys configured, 401 for a request that may carry a body (the publish routes; any method
- *   but GET, HEAD and OPTIONS, so no path spelling gets around it) without a valid bearer key, decided
- *   before the body is read. Such a request is not an event: it is neither stored nor counted.
- * A rejected `POST /publish` counts as one rejected event.
+ * - one 422 for every validation failure of parameters (the framework answers a schema failure with 400);
+ * - a JSON 500 for anything unexpected, logged, with no stack to the client.
+ * Errors a handler fails with are encoded by the framework, with the status their schema declares.
  */
 export const ApiMiddlewareLive = HttpApiBuilder.middleware(
   AggregatorApi,
-  Effect.gen(function*() {
-    const config = yield* AggregatorConfig
-    const stats = yield* Stats
-    const draining = yield* Draining
-    const retryAfter = { "retry-after": String(config.retryAfterSeconds) }
-    const authorize = config.apiKeys.length > 0 ? bearerCheck(config.apiKeys) : undefined
-    const unauthorized = (verdict: "missing" | "invalid") =>
-      json(
-        401,
-        encodeUnauthorized(
-          new Unauthorized({
-            message: verdict === "missing"
-              ? "this route needs an API key: send `Authorization: Bearer <key>`"
-              : "the Authorization header does not carry a valid API key as `Bearer <key>`"
-          })
-        ),
-        {
-          "www-authenticate": verdict === "missing" ? `Bearer realm="aggregator"` : `Bearer realm="aggregator", error="invalid_token"`,
-          // the body is left unread
-          connection: "close"
-        }
-      )
-
-    const notRouted = (request: HttpServerRequest.HttpServerRequest) => {
-      const path = request.url.split("?")[0]
-      const allowed = [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))]
-      return allowed.length > 0 && !allowed.includes(request.method)
-        ? json(
-          405,
-          encodeNotAllowed(
-            new MethodNotAllowed({ message: `${request.method} is not allowed on ${path}; use ${allowed.join(", ")}` })
-          ),
-          { allow: allowed.join(", ") }
-        )
-        : json(404, encodeNotFound(new NotFound({ message: `no route ${request.method} ${path}` })))
-    }
-
+  Effect.sync(() => {
     const recover = (request: HttpServerRequest.HttpServerRequest) =>
     (cause: Cause.Cause<unknown>): Effect.Effect<HttpServerResponse.HttpServerResponse, unknown> => {
       if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause)
@@ -339,19 +367,9 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
       if (Option.isSome(failure)) {
         const e = failure.value
         if (e instanceof HttpApiError.HttpApiDecodeError) {
-          const schemaIssues = e.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message }))
-          // the payload-size limit is configuration, out of the schema's sight: add its issue for one event
-          const body = isPublish(request) ? Effect.orElseSucceed(request.json, () => undefined) : Effect.succeed(undefined)
-          return Effect.flatMap(body, (event) => {
-            const issues = withPayloadSize(schemaIssues, event, config.maxPayloadBytes)
-            return Effect.fail(
-              new ValidationFailed({ message: `the request is invalid (${issues.length} issue${issues.length === 1 ? "" : "s"})`, issues })
-            )
-          })
+          return Effect.fail(invalid(e.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message }))))
         }
-        if (e instanceof StorageUnavailable) return Effect.succeed(json(503, encodeUnavailable(e), retryAfter))
-        if (e instanceof Overloaded) return Effect.succeed(json(429, encodeOverloaded(e), retryAfter))
-        if (HttpServerError.isServerError(e) && e._tag === "RouteNotFound") return Effect.succeed(notRouted(request))
+        if (HttpServerError.isServerError(e) && e._tag === "RouteNotFound") return Effect.succeed(notRouted(request, pathOf(request.url)))
         return Effect.failCause(cause)
       }
       const defect = Cause.dieOption(cause)
@@ -367,42 +385,35 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
       )
     }
 
-    const countRejected = stats.record({ processed: 0, duplicates: 0, rejected: 1 })
-
-    // Without a generator: this runs on every request, and each Effect step shows on the hot path.
     return (app) =>
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
-        if (authorize !== undefined && !readOnly.has(request.method)) {
-          const verdict = authorize(request.headers["authorization"])
-          if (verdict !== "ok") return Effect.succeed(unauthorized(verdict))
-        }
-        const countsAsEvent = isPublish(request)
-        const handled = app.pipe(
-          Effect.catchAllCause(recover(request)),
-          Effect.tapError((e) => countsAsEvent && e instanceof ValidationFailed ? countRejected : Effect.void),
-          Effect.map((response) =>
-            draining.isOn ? HttpServerResponse.setHeader(response, "connection", "close") : response
-          )
-        ) as Effect.Effect<HttpServerResponse.HttpServerResponse, ValidationFailed | PayloadTooLarge>
-        if (request.method !== "POST" && request.method !== "PUT" && request.method !== "PATCH") return handled
-        return Effect.matchEffect(readBody(request, config.maxBodyBytes, config.acceptUntypedBodies), {
-          onFailure: (e) => {
-            // a body cut off by the client going away is no event, and nobody reads this answer
-            if (e instanceof ClientGone) return Effect.succeed(HttpServerResponse.empty({ status: 499 }))
-            // The unread rest of an oversized body is not worth draining: close the connection.
-            const answer = e instanceof PayloadTooLarge
-              ? Effect.succeed(json(413, encodeTooLarge(e), { connection: "close" }))
-              : e instanceof UnsupportedMediaType
-              ? Effect.succeed(json(415, encodeUnsupported(e)))
-              : Effect.fail(e)
-            return countsAsEvent ? Effect.zipRight(countRejected, answer) : answer
-          },
-          onSuccess: (text) => {
-            presetBody(request, text)
-            return handled
-          }
-        })
+        const path = pathOf(request.url)
+        if (!isDeclaredPath(path) && !documentPaths.has(path)) return Effect.succeed(notRouted(request, path))
+        return Effect.catchAllCause(app, recover(request)) as Effect.Effect<HttpServerResponse.HttpServerResponse, ValidationFailed>
       })
   }),
   { withContext: true }
 )
+
+/**
+ * Adds the headers some statuses carry, after the framework has encoded the error: `Retry-After` on 429 and
+ * 503, `WWW-Authenticate` on 401; `Connection: close` where the body was left unread (401, 413) and while
+ * the server drains. A pre-response handler: it sees every answer just before it is written.
+ */
+export const statusHeaders = (config: AggregatorConfig, draining: Draining): HttpApp.PreResponseHandler => {
+  const retryAfter = String(config.retryAfterSeconds)
+  return (request, response) => {
+    const status = response.status
+    let headers: Record<string, string> | undefined
+    if (status === 429 || status === 503) headers = { "retry-after": retryAfter }
+    else if (status === 401) {
+      const presented = (request.headers["authorization"] ?? "").trim() !== ""
+      headers = {
+        "www-authenticate": presented ? `Bearer realm="aggregator", error="invalid_token"` : `Bearer realm="aggregator"`,
+        connection: "close"
+      }
+    } else if (status === 413) headers = { connection: "close" }
+    if (draining.isOn) headers = { ...headers, connection: "close" }
+    return Effect.succeed(headers === undefined ? response : HttpServerResponse.setHeaders(response, headers))
+  }
+}

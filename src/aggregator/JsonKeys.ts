@@ -1,12 +1,19 @@
+/** What one linear pass over a JSON text finds: the first key repeated in one object, and the deepest nesting. */
+export interface JsonScan {
+  readonly duplicate: string | undefined
+  readonly depth: number
+}
+
 /**
- * The first key that appears twice in one JSON object of `text`, or undefined. `JSON.parse` silently keeps the
- * last of duplicate keys, so `{"event_id":"a","event_id":"b"}` would be stored as one thing while a reader of the
- * raw request sees another; such bodies are refused instead. A single linear scan; text that is not JSON ends it
- * early without a finding (the parser then rejects it).
+ * One linear scan of `text`. `JSON.parse` silently keeps the last of duplicate keys, so
+ * `{"event_id":"a","event_id":"b"}` would be stored as one thing while a reader of the raw request sees
+ * another; such bodies are refused. The depth lets deep values be guarded before anything recursive (the
+ * schema's error formatter) sees them. Text that is not JSON ends the scan early (the parser then rejects it).
  */
-export const duplicateKey = (text: string): string | undefined => {
+export const scanJson = (text: string): JsonScan => {
   // One entry per open container: a Set of its keys for an object, null for an array.
   const stack: Array<Set<string> | null> = []
+  let depth = 0
   let expectKey = false
   const n = text.length
   for (let i = 0; i < n; i++) {
@@ -18,7 +25,7 @@ export const duplicateKey = (text: string): string | undefined => {
         if (d === 0x5c /* \ */) i++
         else if (d === 0x22) break
       }
-      if (i >= n) return undefined
+      if (i >= n) break
       const top = stack.length > 0 ? stack[stack.length - 1] : null
       if (expectKey && top !== null) {
         const raw = text.slice(start, i + 1)
@@ -26,17 +33,19 @@ export const duplicateKey = (text: string): string | undefined => {
         try {
           key = raw.indexOf("\\") === -1 ? raw.slice(1, -1) : JSON.parse(raw)
         } catch {
-          return undefined
+          break
         }
-        if (top.has(key)) return key
+        if (top.has(key)) return { duplicate: key, depth }
         top.add(key)
         expectKey = false
       }
     } else if (c === 0x7b /* { */) {
       stack.push(new Set())
+      if (stack.length > depth) depth = stack.length
       expectKey = true
     } else if (c === 0x5b /* [ */) {
       stack.push(null)
+      if (stack.length > depth) depth = stack.length
       expectKey = false
     } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
       stack.pop()
@@ -47,5 +56,8 @@ export const duplicateKey = (text: string): string | undefined => {
       expectKey = false
     }
   }
-  return undefined
+  return { duplicate: undefined, depth }
 }
+
+/** The first key that appears twice in one JSON object of `text`, or undefined. */
+export const duplicateKey = (text: string): string | undefined => scanJson(text).duplicate

@@ -23,3 +23,17 @@ export const routesOf = (api: HttpApi.HttpApi.Any): ReadonlyArray<Route> => {
 
 /** The aggregator's endpoints. */
 export const routes = routesOf(AggregatorApi)
+
+/** The path of a request URL, without its query. */
+export const pathOf = (url: string): string => {
+  const q = url.indexOf("?")
+  return q === -1 ? url : url.slice(0, q)
+}
+
+/** Whether some endpoint declares this path, spelled as declared (a trailing slash allowed). */
+export const isDeclaredPath = (path: string): boolean => routes.some((r) => r.pattern.test(path))
+
+/** The methods the endpoints on this path take. */
+export const allowedMethods = (path: string): ReadonlyArray<string> => [
+  ...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))
+]

@@ -1,5 +1,6 @@
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as HttpApiSwagger from "@effect/platform/HttpApiSwagger"
+import * as HttpApp from "@effect/platform/HttpApp"
 import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -13,7 +14,7 @@ import { Broker } from "./Broker.js"
 import { AggregatorConfig } from "./Config.js"
 import { Database } from "./Database.js"
 import { EventStore } from "./EventStore.js"
-import { ApiMiddlewareLive, EventsLive, HealthLive, OperationsLive } from "./Http.js"
+import { ApiMiddlewareLive, AuthorizationLive, EventsLive, HealthLive, OperationsLive, statusHeaders } from "./Http.js"
 import { Draining, DrainOnShutdownLive, NodeServer } from "./Lifecycle.js"
 import { LogSummaryLive } from "./LogSummary.js"
 import { observeRequests } from "./Observe.js"
@@ -30,7 +31,19 @@ export const ServicesLive = LogSummaryLive.pipe(
 )
 
 const ApiLive = HttpApiBuilder.api(AggregatorApi).pipe(
-  Layer.provide([HealthLive, EventsLive, OperationsLive])
+  Layer.provide([HealthLive, EventsLive, OperationsLive]),
+  Layer.provide(AuthorizationLive)
+)
+
+/**
+ * Serves the API behind the request observer, with the headers that go with some statuses added just before
+ * each answer is written (a pre-response handler).
+ */
+export const ServeLive = Layer.unwrapEffect(
+  Effect.map(Effect.all([AggregatorConfig, Draining]), ([config, draining]) => {
+    const addHeaders = HttpApp.withPreResponseHandler(statusHeaders(config, draining))
+    return HttpApiBuilder.serve((app) => observeRequests(addHeaders(app)))
+  })
 )
 
 /**
@@ -67,7 +80,7 @@ export const NodeServerLive = Layer.unwrapEffect(
  */
 export const AggregatorLive = DrainOnShutdownLive.pipe(
   Layer.provide(
-    HttpApiBuilder.serve(observeRequests).pipe(
+    ServeLive.pipe(
       // topic and event_id may be 255 code points (510 UTF-16 units); the router's default cap is 100
       Layer.provide(HttpRouter.setRouterConfig({ maxParamLength: 1024 })),
       Layer.provide(ApiMiddlewareLive),
