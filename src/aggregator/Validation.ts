@@ -1,7 +1,16 @@
 import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
-import { BatchInput, EventInput, type Issue, parseTimestamp, payloadProblem } from "../domain/Event.js"
+import {
+  BatchInput,
+  EventInput,
+  eventIdProblem,
+  type Issue,
+  parseTimestamp,
+  payloadProblem,
+  sourceProblem,
+  topicProblem
+} from "../domain/Event.js"
 import type { NewEvent } from "./EventStore.js"
 
 const pathText = (path: ReadonlyArray<PropertyKey>): string => path.map(String).join(".")
@@ -88,7 +97,40 @@ const validateDeep = (item: unknown, maxPayloadBytes: number): Either.Either<New
   return Either.left([...issues, ...rest].sort((a, b) => rank(a) - rank(b)))
 }
 
-const validateShallow = (item: unknown, maxPayloadBytes: number): Either.Either<NewEvent, Array<Issue>> =>
+/**
+ * The decoder's answer for an event it accepts, computed by the same field checks the schema's filters
+ * call, without building a parse tree; undefined for anything else, which then goes to the schema for its
+ * issues (test/validation.test.ts checks that this agrees with the schema on generated events).
+ */
+export const acceptedEvent = (item: unknown): typeof IngestEvent.Type | undefined => {
+  if (typeof item !== "object" || item === null || Array.isArray(item)) return undefined
+  if (!Object.hasOwn(item, "topic") || !Object.hasOwn(item, "event_id") || !Object.hasOwn(item, "timestamp")) return undefined
+  const { topic, event_id, timestamp, source, payload } = item as Record<string, unknown>
+  if (typeof topic !== "string" || topicProblem(topic) !== undefined) return undefined
+  if (typeof event_id !== "string" || eventIdProblem(event_id) !== undefined) return undefined
+  if (typeof timestamp !== "string") return undefined
+  const ts = parseTimestamp(timestamp)
+  if ("error" in ts) return undefined
+  const hasSource = Object.hasOwn(item, "source")
+  if (hasSource && (typeof source !== "string" || sourceProblem(source) !== undefined)) return undefined
+  const hasPayload = Object.hasOwn(item, "payload")
+  if (hasPayload && (payload === undefined || payloadProblem(payload) !== undefined)) return undefined
+  return {
+    topic,
+    event_id,
+    timestamp: ts.utcIso,
+    ...(hasSource ? { source: source as string } : {}),
+    ...(hasPayload ? { payload } : {})
+  }
+}
+
+const validateShallow = (item: unknown, maxPayloadBytes: number): Either.Either<NewEvent, Array<Issue>> => {
+  const accepted = acceptedEvent(item)
+  return accepted !== undefined ? toNewEvent(accepted, maxPayloadBytes) : validateBySchema(item, maxPayloadBytes)
+}
+
+/** The schema's verdict, with every failing field. */
+export const validateBySchema = (item: unknown, maxPayloadBytes: number): Either.Either<NewEvent, Array<Issue>> =>
   Either.match(decodeEvent(item), {
     onLeft: (error) => Either.left(withPayloadSize(issuesOf(error), item, maxPayloadBytes)),
     onRight: (input) => toNewEvent(input, maxPayloadBytes)

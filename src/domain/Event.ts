@@ -10,33 +10,39 @@ const codePoints = (s: string): number => {
 // never a database error.
 const storable = (s: string): boolean => !s.includes("\u0000") && s.isWellFormed()
 
-const boundedText = (name: string, max: number, extra?: (s: string) => boolean, extraMessage?: string) =>
-  Schema.String.pipe(
-    Schema.filter((s) => {
-      const n = codePoints(s)
-      if (n < 1) return `${name} must not be empty`
-      if (n > max) return `${name} must be at most ${max} characters`
-      if (!storable(s)) return `${name} must be valid Unicode text without NUL characters`
-      if (extra !== undefined && !extra(s)) return extraMessage
-      return true
-    }, { jsonSchema: { minLength: 1, maxLength: max } })
-  )
+/** Why a text of 1–`max` code points is not acceptable, or undefined when it is. */
+const textProblem = (name: string, max: number, extra?: (s: string) => boolean, extraMessage?: string) =>
+(s: string): string | undefined => {
+  // at most `max` UTF-16 units is at most `max` code points: count only longer ones
+  const n = s.length <= max ? s.length : codePoints(s)
+  if (n < 1) return `${name} must not be empty`
+  if (n > max) return `${name} must be at most ${max} characters`
+  if (!storable(s)) return `${name} must be valid Unicode text without NUL characters`
+  if (extra !== undefined && !extra(s)) return extraMessage
+  return undefined
+}
 
 // eslint-disable-next-line no-control-regex
 const controlCharacters = /[\u0000-\u001f\u007f-\u009f]/
 
-export const Topic = boundedText("topic", 255, (s) => !controlCharacters.test(s), "topic must not contain control characters")
-  .annotations({ identifier: "Topic", description: "1–255 characters, no control characters", examples: ["orders"] })
+export const topicProblem = textProblem("topic", 255, (s) => !controlCharacters.test(s), "topic must not contain control characters")
+export const eventIdProblem = textProblem("event_id", 255)
+export const sourceProblem = (s: string): string | undefined => {
+  if ((s.length <= 255 ? 0 : codePoints(s)) > 255) return "source must be at most 255 characters"
+  if (!storable(s)) return "source must be valid Unicode text without NUL characters"
+  return undefined
+}
 
-export const EventId = boundedText("event_id", 255)
-  .annotations({ identifier: "EventId", description: "1–255 characters; unique within its topic", examples: ["evt-0001"] })
+export const Topic = Schema.String.pipe(
+  Schema.filter((s) => topicProblem(s) ?? true, { jsonSchema: { minLength: 1, maxLength: 255 } })
+).annotations({ identifier: "Topic", description: "1–255 characters, no control characters", examples: ["orders"] })
+
+export const EventId = Schema.String.pipe(
+  Schema.filter((s) => eventIdProblem(s) ?? true, { jsonSchema: { minLength: 1, maxLength: 255 } })
+).annotations({ identifier: "EventId", description: "1–255 characters; unique within its topic", examples: ["evt-0001"] })
 
 export const Source = Schema.String.pipe(
-  Schema.filter((s) => {
-    if (codePoints(s) > 255) return "source must be at most 255 characters"
-    if (!storable(s)) return "source must be valid Unicode text without NUL characters"
-    return true
-  })
+  Schema.filter((s) => sourceProblem(s) ?? true)
 ).annotations({ identifier: "Source", description: "Optional producer name, at most 255 characters" })
 
 const isoDateTime =

@@ -180,4 +180,34 @@ layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: the H
       expect(res.status).toBe(413)
       expect(res.json).toMatchObject({ error: "payload_too_large" })
     }))
+
+  it.effect.each(["//publish", "/PUBLISH", "/%70ublish", "/publish;a", "/publish/./", "//publish/batch"])(
+    "POST %s is not /publish under another spelling: a JSON 404 that stores and counts nothing",
+    (path) =>
+      Effect.gen(function*() {
+        const { exclusive } = yield* E2e
+        const topic = uniqueTopic("spelling")
+        const before = exclusive ? (yield* get("/stats")).json.uptime_stats : undefined
+        const res = yield* raw("POST", path, JSON.stringify(event(topic, "e")), { "content-type": "application/json" })
+        expect(res.status).toBe(404)
+        expect(res.json).toMatchObject({ error: "not_found" })
+        if (exclusive) expect((yield* get("/stats")).json.uptime_stats).toEqual(before)
+        expect((yield* get(`/events?topic=${topic}`)).json).toEqual([])
+      })
+  )
+
+  it.effect("POST /publish/ (a trailing slash) is /publish in every respect: stored, and a 422 there counts as rejected", () =>
+    Effect.gen(function*() {
+      const { exclusive } = yield* E2e
+      const topic = uniqueTopic("trailing")
+      const before = exclusive ? (yield* get("/stats")).json.uptime_stats : undefined
+      expect((yield* post("/publish/", event(topic, "e"))).status).toBe(201)
+      expect((yield* post("/publish/", { topic })).status).toBe(422)
+      if (exclusive) {
+        const after = (yield* get("/stats")).json.uptime_stats
+        expect(after.unique_processed - before.unique_processed).toBe(1)
+        expect(after.rejected - before.rejected).toBe(1)
+      }
+    }))
 })
+

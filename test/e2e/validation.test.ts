@@ -291,4 +291,30 @@ layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: valid
       for (const body of bad) expect((yield* post("/publish", body)).status).toBe(422)
       expect((yield* get(`/events?topic=${topic}`)).json).toEqual([])
     }))
+
+  // Nested as text: JSON.stringify recurses and would overflow first.
+  const deepText = (levels: number) => `${"[".repeat(levels)}1${"]".repeat(levels)}`
+
+  it.effect.each([
+    ["a body", () => deepText(3000)],
+    ["the topic", () => `{"topic":${deepText(3000)},"event_id":"e","timestamp":"${TIMESTAMP}"}`],
+    ["the source", () => `{"topic":"t","event_id":"e","timestamp":"${TIMESTAMP}","source":${deepText(20000)}}`],
+    ["the payload", () => `{"topic":"t","event_id":"e","timestamp":"${TIMESTAMP}","payload":${deepText(20000)}}`]
+  ] as const)("%s nested thousands of levels deep is a 422, never a 500", ([, body]) =>
+    Effect.gen(function*() {
+      const res = yield* post("/publish", body())
+      expect(res.status).toBe(422)
+      expect(res.json.error).toBe("validation_failed")
+    }))
+
+  it.effect("in a batch, an item nested thousands of levels deep is rejected and its sibling stored; a deep envelope is a 422", () =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("deep-batch")
+      const res = yield* post("/publish/batch", `[${JSON.stringify(event(topic, "good"))},${deepText(3000)}]`)
+      expect(res.status).toBe(200)
+      expect(res.json).toMatchObject({ received: 2, processed: 1, rejected: 1 })
+      expect((yield* get(`/events?topic=${topic}`)).json.map((e: any) => e.event_id)).toEqual(["good"])
+      const envelope = yield* post("/publish/batch", `{"events":{"x":${deepText(3000)}}}`)
+      expect(envelope.status).toBe(422)
+    }))
 })
