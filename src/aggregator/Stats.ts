@@ -35,17 +35,15 @@ export class Stats extends Effect.Service<Stats>()("Aggregator/Stats", {
       Metrics.rejectedEvents,
       Metrics.storageFailures
     )
-    // Each pair of updates is one step: an interruption between them would let /stats and /metrics disagree.
+    // The Prometheus counters move inside the Ref's update: one step, so /stats and /metrics never disagree.
     return {
       record: (o: Outcome) =>
-        Effect.uninterruptible(Effect.zipRight(
-          Ref.update(counters, (s) => addOutcome(s, o)),
-          Effect.sync(() => {
-            if (o.processed > 0) Metrics.processedEvents.unsafeUpdate(o.processed, [])
-            if (o.duplicates > 0) Metrics.duplicateEvents.unsafeUpdate(o.duplicates, [])
-            if (o.rejected > 0) Metrics.rejectedEvents.unsafeUpdate(o.rejected, [])
-          })
-        )),
+        Ref.update(counters, (s) => {
+          if (o.processed > 0) Metrics.processedEvents.unsafeUpdate(o.processed, [])
+          if (o.duplicates > 0) Metrics.duplicateEvents.unsafeUpdate(o.duplicates, [])
+          if (o.rejected > 0) Metrics.rejectedEvents.unsafeUpdate(o.rejected, [])
+          return addOutcome(s, o)
+        }),
       recordStorageFailure: (events: number) =>
         Effect.uninterruptible(Effect.zipRight(
           Ref.update(storageFailures, (n) => n + events),
