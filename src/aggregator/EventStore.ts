@@ -56,6 +56,16 @@ const stored = (r: InsertedRow, e: NewEvent): StoredEvent => ({
   payload: payloadValue(e)
 })
 
+const rowsJson = (rows: ReadonlyArray<NewEvent>): string => {
+  let text = "["
+  for (let i = 0; i < rows.length; i++) {
+    const e = rows[i]
+    text += `${i === 0 ? "" : ","}{"t":${JSON.stringify(e.topic)},"e":${JSON.stringify(e.event_id)},"ts":${JSON.stringify(e.timestamp)},` +
+      `"s":${e.source === null ? "null" : JSON.stringify(e.source)},"p":${e.payload === null ? "null" : `[${e.payload}]`}}`
+  }
+  return text + "]"
+}
+
 const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
   const out: Array<ReadonlyArray<A>> = []
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
@@ -67,18 +77,16 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
     const db = yield* Database
     let nextShard = Math.floor(Math.random() * TOTAL_SHARDS)
 
+    // The rows go as one JSON text: `pg` sends one string instead of escaping five arrays element by
+    // element, and the payloads (already JSON) are embedded as they are. A payload is wrapped in `[…]` so a
+    // JSON `null` payload stays a jsonb null, not SQL NULL.
     const insertStatement = (sql: Sql.SqlClient, rows: ReadonlyArray<NewEvent>, shard: number) =>
       sql<InsertedRow>`
         WITH ins AS (
           INSERT INTO events (topic, event_id, "timestamp", source, payload)
-          SELECT u.topic, u.event_id, u.ts::timestamptz, u.source, u.payload::jsonb
-          FROM unnest(
-            ${rows.map((e) => e.topic)}::text[],
-            ${rows.map((e) => e.event_id)}::text[],
-            ${rows.map((e) => e.timestamp)}::text[],
-            ${rows.map((e) => e.source)}::text[],
-            ${rows.map((e) => e.payload)}::text[]
-          ) WITH ORDINALITY AS u(topic, event_id, ts, source, payload, ord)
+          SELECT u.t, u.e, u.ts::timestamptz, u.s, u.p -> 0
+          FROM ROWS FROM (json_to_recordset(${rowsJson(rows)}::json) AS (t text, e text, ts text, s text, p jsonb))
+            WITH ORDINALITY AS u(t, e, ts, s, p, ord)
           ORDER BY u.ord
           ON CONFLICT (topic, event_id) DO NOTHING
           RETURNING seq, topic, event_id, "timestamp", source, received_at
