@@ -33,17 +33,27 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     const slots = yield* Effect.makeSemaphore(config.groupCommit ? config.flushConcurrency : config.dbPoolSize)
     yield* Metrics.register(Metrics.batchSize, Metrics.commitDuration)
 
-    // submissions in arrival order, not yet in a flush; the writer sleeps on `wake` when there are none
+    // Submissions in arrival order, not yet in a flush. A flush starts at once when none is in flight; while
+    // one is, the next waits until it commits (gathering what arrives meanwhile) unless a whole batch is
+    // already waiting: so batches grow with the load, and extra concurrent flushes are used only when one
+    // flush at a time cannot keep up.
     let waiting: Array<Pending> = []
+    let waitingEvents = 0
+    let inFlight = 0
     let pending = 0
     let closing = false
     let wake: (() => void) | undefined
-    const work = Effect.async<void>((resume) => {
-      if (waiting.length > 0) return resume(Effect.void)
-      wake = () => {
+    const ready = () => waiting.length > 0 && (inFlight === 0 || waitingEvents >= cap || !config.groupCommit)
+    const poke = () => {
+      if (wake !== undefined && ready()) {
+        const resume = wake
         wake = undefined
-        resume(Effect.void)
+        resume()
       }
+    }
+    const work = Effect.async<void>((resume) => {
+      if (ready()) return resume(Effect.void)
+      wake = () => resume(Effect.void)
     })
 
     // The oldest submission always goes; the next ones while they fit under the cap, in arrival order.
@@ -55,6 +65,8 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
       }
       const batch = n === waiting.length ? waiting : waiting.slice(0, n)
       waiting = n === waiting.length ? [] : waiting.slice(n)
+      waitingEvents -= size
+      inFlight++
       return batch
     }
 
@@ -85,6 +97,8 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
         }),
         Effect.ensuring(Effect.sync(() => {
           pending -= events.length
+          inFlight--
+          poke()
         })),
         Effect.ensuring(slots.release(1)),
         Effect.uninterruptible
@@ -106,6 +120,7 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
         const refused = Effect.fail(new StorageUnavailable({ message: "the aggregator is shutting down; retry" }))
         for (const p of waiting) p.answer(refused)
         waiting = []
+        waitingEvents = 0
       })
     )
 
@@ -123,8 +138,9 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
           return resume(Effect.fail(new Overloaded({ message: "too many events are waiting to be written; retry later" })))
         }
         pending += events.length
+        waitingEvents += events.length
         waiting.push({ events, answer: resume })
-        wake?.()
+        poke()
       })
 
     return {
