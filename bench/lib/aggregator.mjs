@@ -202,43 +202,33 @@ export const sampleRss = (pid, everyMs = 100) => {
 /** Current resident memory of a process, in kB. */
 export const rssKb = (pid) => statusKb(pid, "VmRSS")
 
-/**
- * A bare `node:http` server answering every request with a small JSON body, as its own process: what this
- * machine's Node can serve at all, to read the aggregator's `GET /` against.
- */
-export const startBareServer = async () => {
-  const code = `require("node:http").createServer((req, res) => {
-    req.resume()
-    res.setHeader("content-type", "application/json")
-    res.end('{"status":"alive","service":"bare"}')
-  }).listen(0, "127.0.0.1", function () { console.log(this.address().port) })`
-  const child = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] })
+/** A helper server as its own process that prints its port on its first line; stopped with SIGTERM. */
+const startPortPrinter = async (args, env = process.env) => {
+  const child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "inherit"] })
   const [line] = await once(child.stdout, "data")
   const exited = once(child, "exit")
+  let stopped
   return {
     url: `http://127.0.0.1:${Number(String(line).trim())}`,
     pid: child.pid,
-    stop: async () => {
-      child.kill("SIGTERM")
-      await exited
+    stop: () => {
+      stopped ??= (child.kill("SIGTERM"), exited.then(() => undefined))
+      return stopped
     }
   }
 }
 
+/**
+ * A bare `node:http` server answering every request with a small JSON body, as its own process: what this
+ * machine's Node can serve at all, to read the aggregator's `GET /` against.
+ */
+export const startBareServer = () =>
+  startPortPrinter(["-e", `require("node:http").createServer((req, res) => {
+    req.resume()
+    res.setHeader("content-type", "application/json")
+    res.end('{"status":"alive","service":"bare"}')
+  }).listen(0, "127.0.0.1", function () { console.log(this.address().port) })`])
+
 /** The naive reference server (bench/reference/naive-server.mjs) on `databaseUrl`, as its own process. */
-export const startNaiveReference = async ({ databaseUrl }) => {
-  const child = spawn(process.execPath, ["bench/reference/naive-server.mjs"], {
-    env: { ...process.env, DATABASE_URL: databaseUrl },
-    stdio: ["ignore", "pipe", "inherit"]
-  })
-  const [line] = await once(child.stdout, "data")
-  const exited = once(child, "exit")
-  return {
-    url: `http://127.0.0.1:${Number(String(line).trim())}`,
-    pid: child.pid,
-    stop: async () => {
-      child.kill("SIGTERM")
-      await exited
-    }
-  }
-}
+export const startNaiveReference = ({ databaseUrl }) =>
+  startPortPrinter(["bench/reference/naive-server.mjs"], { ...process.env, DATABASE_URL: databaseUrl })
