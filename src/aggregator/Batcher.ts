@@ -10,6 +10,14 @@ import { Broker } from "./Broker.js"
 import * as Metrics from "./Metrics.js"
 import { eventKey, type NewEvent, EventStore } from "./EventStore.js"
 
+/** Resumes after the event loop's next poll phase: an immediate queued from the check phase runs one loop later. */
+const nextIoTurn = Effect.async<void>((resume) => {
+  let handle = setImmediate(() => {
+    handle = setImmediate(() => resume(Effect.void))
+  })
+  return Effect.sync(() => clearImmediate(handle))
+})
+
 interface Pending {
   readonly events: ReadonlyArray<NewEvent>
   readonly done: Deferred.Deferred<ReadonlyArray<boolean>, StorageUnavailable>
@@ -44,6 +52,9 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
       const batch = [first]
       let size = first.events.length
       if (!config.groupCommit) return batch
+      // PGlite answers without waiting for I/O, so the writer would take each request alone before the others
+      // that arrived meanwhile are even read: let the event loop poll the sockets once first.
+      if (config.embedded && size < cap) yield* nextIoTurn
       if (config.flushWindowMs > 0 && size < cap) yield* Effect.sleep(config.flushWindowMs)
       while (carry.length > 0 && size + carry[0].events.length <= cap) {
         const p = carry.shift()!

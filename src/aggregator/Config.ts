@@ -1,5 +1,6 @@
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 
 const positiveInt = (name: string, fallback: number) =>
@@ -11,6 +12,9 @@ const positiveInt = (name: string, fallback: number) =>
 /** Every setting of the aggregator, read once from the environment. */
 export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggregator/Config", {
   effect: Effect.gen(function*() {
+    const databaseUrl = yield* Config.option(Config.redacted("DATABASE_URL"))
+    // without DATABASE_URL the database is PGlite, in this process
+    const embedded = Option.isNone(databaseUrl)
     return {
       // 0 asks the OS for a free port (tests)
       port: yield* Config.integer("PORT").pipe(
@@ -18,7 +22,8 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
         Config.withDefault(8080)
       ),
       host: yield* Config.string("HOST").pipe(Config.withDefault("0.0.0.0")),
-      databaseUrl: yield* Config.option(Config.redacted("DATABASE_URL")),
+      databaseUrl,
+      embedded,
       // comma-separated; when it holds any key, the publish routes need `Authorization: Bearer <key>`
       apiKeys: yield* Config.redacted("API_KEYS").pipe(
         Config.map((keys) => Redacted.value(keys).split(",").map((k) => k.trim()).filter((k) => k !== "")),
@@ -45,7 +50,8 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
         Config.withDefault(0)
       ),
       flushMaxEvents: yield* positiveInt("FLUSH_MAX_EVENTS", 1000),
-      flushConcurrency: yield* positiveInt("FLUSH_CONCURRENCY", 4),
+      // PGlite runs one statement at a time, so a second flush in flight would only split the batches
+      flushConcurrency: yield* positiveInt("FLUSH_CONCURRENCY", embedded ? 1 : 4),
       maxPendingEvents: yield* positiveInt("MAX_PENDING_EVENTS", 20_000),
       shutdownTimeoutMs: yield* positiveInt("SHUTDOWN_TIMEOUT_MS", 15_000),
       // on shutdown, how long an idle keep-alive connection may still bring a request before it is closed
