@@ -2,6 +2,7 @@ import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import { fileURLToPath } from "node:url"
 
 const positiveInt = (name: string, fallback: number) =>
   Config.integer(name).pipe(
@@ -36,6 +37,17 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       ),
       // the embedded PostgreSQL (PGlite) keeps its files here when DATABASE_URL is unset; "memory://" keeps none
       dataDir: yield* Config.string("DATA_DIR").pipe(Config.withDefault("./data")),
+      // PGlite touches its whole shared_buffers at start: this is most of its resident memory
+      pgliteSharedBuffers: yield* Config.string("PGLITE_SHARED_BUFFERS").pipe(
+        Config.validate({ message: "PGLITE_SHARED_BUFFERS must be a size such as 16MB", validation: (v) => /^\d+(kB|MB|GB)$/.test(v) }),
+        Config.withDefault("16MB")
+      ),
+      pgliteLiftoffOnly: yield* Config.boolean("PGLITE_LIFTOFF_ONLY").pipe(Config.withDefault(true)),
+      // a new DATA_DIR starts as a copy of this directory (made by `npm run build`) instead of running initdb;
+      // from src/ and from dist/ alike it is <project>/dist/pgdata-template. "" always runs initdb.
+      pgliteTemplate: yield* Config.string("PGLITE_TEMPLATE").pipe(
+        Config.withDefault(fileURLToPath(new URL("../../dist/pgdata-template", import.meta.url)))
+      ),
       dbPoolSize: yield* positiveInt("DB_POOL_SIZE", 10),
       maxBodyBytes: yield* positiveInt("MAX_BODY_BYTES", 1024 * 1024),
       maxBatchEvents: yield* positiveInt("MAX_BATCH_EVENTS", 1000),
