@@ -1,10 +1,11 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Context, Deferred, Effect, FastCheck as fc, Fiber, Layer } from "effect"
+import { ConfigProvider, Context, Deferred, Effect, FastCheck as fc, Fiber, Layer } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { AggregatorConfig } from "../src/aggregator/Config.js"
 import { Database } from "../src/aggregator/Database.js"
 import { EventStore, type NewEvent } from "../src/aggregator/EventStore.js"
 import { runMigrations } from "../src/aggregator/Migrations.js"
@@ -291,4 +292,27 @@ describe("PgliteClient on disk", () => {
       expect(Fs.readFileSync(Path.join(occupied, "notes.txt"), "utf8")).toBe("mine")
       if (opened._tag === "Right") expect(opened.right).not.toContain("from_template")
     }).pipe(Effect.scoped), 240_000)
+})
+
+describe("embedded defaults in the configuration", () => {
+  const configWith = (env: Record<string, string>) =>
+    Effect.provide(AggregatorConfig, AggregatorConfig.Default.pipe(
+      Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
+    ))
+
+  it.effect("the template is the one `npm run build` makes (dist/pgdata-template); one flush at a time on PGlite, four on a server", () =>
+    Effect.gen(function*() {
+      const embedded = yield* configWith({})
+      expect(embedded.embedded).toBe(true)
+      expect(embedded.pgliteTemplate).toBe(Path.resolve("dist", "pgdata-template"))
+      expect(embedded.flushConcurrency).toBe(1)
+      expect(embedded.pgliteSharedBuffers).toBe("16MB")
+      const server = yield* configWith({ DATABASE_URL: "postgres://x@127.0.0.1:1/x" })
+      expect(server.embedded).toBe(false)
+      expect(server.flushConcurrency).toBe(4)
+      expect((yield* configWith({ FLUSH_CONCURRENCY: "3" })).flushConcurrency).toBe(3)
+      expect((yield* configWith({ PGLITE_TEMPLATE: "" })).pgliteTemplate).toBe("")
+      const bad = yield* Effect.either(configWith({ PGLITE_SHARED_BUFFERS: "lots" }))
+      expect(bad._tag).toBe("Left")
+    }))
 })
