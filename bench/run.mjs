@@ -15,6 +15,7 @@ import {
   startBareServer,
   startNaiveReference
 } from "./lib/aggregator.mjs"
+import { embeddedPhase, embeddedRows } from "./lib/embedded-phase.mjs"
 import { markdownTable, writeLatestRun } from "./lib/report.mjs"
 import { batch, describeCodes, fmt, getLoad, singleEvent } from "./lib/workloads.mjs"
 import { summarizeFile } from "./profile-summary.mjs"
@@ -202,6 +203,9 @@ const main = async () => {
   results.naive = await timed("naive reference", naivePhase)
   results.on = await timed("group commit ON", () => singleEventPhase("on", true, profileSingle))
   results.off = await timed("group commit OFF", () => singleEventPhase("off", false, false))
+  say("embedded (PGlite): first starts, then the same single-event and batch loads")
+  results.embedded = await timed("embedded", async () =>
+    embeddedPhase({ start, stop, serverUrl: await freshDatabase("ready"), cfg, say, checks }))
 
   const mainUrl = await freshDatabase("main")
   const agg = await start({ name: "main", databaseUrl: mainUrl, env: { GROUP_COMMIT: "true" }, profile: profileBatch })
@@ -441,7 +445,8 @@ const buildTable = () => {
       "—",
       `VmHWM ${fmt(mib(rss.hwmKb))} MiB; ${fmt(mib(rss.idleRssKb))} MiB before the run; largest VmRSS sample ${fmt(mib(rss.maxRssKb))} MiB (${rss.samples} samples, every 100 ms)`
     ],
-    ...targets.map(([what, pass, ratio]) => [`target: ${what}`, verdict(pass, ratio), "", "", "", "", ""])
+    ...targets.map(([what, pass, ratio]) => [`target: ${what}`, verdict(pass, ratio), "", "", "", "", ""]),
+    ...embeddedRows(results.embedded, on, cfg, { ms, cpuText })
   ]
   const table = markdownTable(
     ["measurement", "result", "p50", "p99", "non-2xx", "CPU agg / pg / bench / machine", "check"],

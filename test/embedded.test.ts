@@ -5,6 +5,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { postJson, waitFor } from "./support/aggregator.js"
 import { freePort, until } from "./support/live.js"
+import { parseExposition, valueOf } from "./support/prometheus.js"
 
 // The embedded defaults as a new user meets them: real processes on PGlite and the in-process broker, real HTTP
 // on loopback, no PostgreSQL or Redis server — so nothing here is skipped when those are missing.
@@ -30,7 +31,7 @@ afterAll(() => {
 // which the publisher reads as its sending mode).
 const NOT_INHERITED = [
   "DATABASE_URL", "REDIS_URL", "DATA_DIR", "PORT", "HOST", "API_KEYS", "API_KEY", "AGGREGATOR_URL", "EVENTS", "DUPLICATES",
-  "MODE"
+  "MODE", "GROUP_COMMIT", "FLUSH_WINDOW_MS", "FLUSH_MAX_EVENTS", "FLUSH_CONCURRENCY"
 ]
 
 interface Started {
@@ -125,6 +126,70 @@ describe("embedded defaults (PGlite, in-process broker): no PostgreSQL or Redis 
       await stop(second)
     }
     expect(await second.exited, second.output()).toEqual({ code: 0, signal: null })
+  }, 240_000)
+
+  it("an event acknowledged with 201 survives SIGKILL of the aggregator: after a restart on the same DATA_DIR it is there and a re-send is 200", async () => {
+    const dataDir = Path.join(tempDir("sigkill"), "data")
+    const env = async () => ({ DATA_DIR: dataDir, PORT: String(await freePort()), HOST: "127.0.0.1" })
+
+    const firstEnv = await env()
+    const first = start("aggregator", firstEnv)
+    const firstUrl = `http://127.0.0.1:${firstEnv.PORT}`
+    try {
+      await waitFor(`${firstUrl}/ready`, 120_000)
+      const acknowledged = await postJson(`${firstUrl}/publish`, event("kill", "k1", { amount: 7 }))
+      expect(acknowledged.status).toBe(201)
+      const batch = await postJson(`${firstUrl}/publish/batch`, { events: [event("kill", "k2"), event("kill", "k3")] })
+      expect(await batch.json()).toMatchObject({ processed: 2 })
+    } finally {
+      await stop(first, "SIGKILL")
+    }
+    expect(await first.exited).toEqual({ code: null, signal: "SIGKILL" })
+    expect(first.output()).not.toMatch(/"message":"drained"/)
+
+    const secondEnv = await env()
+    const second = start("aggregator", secondEnv)
+    const secondUrl = `http://127.0.0.1:${secondEnv.PORT}`
+    try {
+      await waitFor(`${secondUrl}/ready`, 120_000)
+      expect(await json(`${secondUrl}/events/kill/k1`)).toMatchObject({ topic: "kill", event_id: "k1", payload: { amount: 7 } })
+      const again = await postJson(`${secondUrl}/publish`, event("kill", "k1", { amount: 7 }))
+      expect(again.status).toBe(200)
+      expect(await again.json()).toEqual({ status: "dropped_duplicate", id: "k1", topic: "kill" })
+      expect((await json(`${secondUrl}/stats`)).database_total_rows).toBe(3)
+    } finally {
+      await stop(second)
+    }
+    expect(await second.exited, second.output()).toEqual({ code: 0, signal: null })
+  }, 240_000)
+
+  it("group commit gathers concurrent single-event requests into shared transactions on its default settings", async () => {
+    const port = await freePort()
+    const aggregator = start("aggregator", { DATA_DIR: "memory://", PORT: String(port), HOST: "127.0.0.1" })
+    const url = `http://127.0.0.1:${port}`
+    try {
+      await waitFor(`${url}/ready`, 120_000)
+      const clients = 32
+      const each = 25
+      const statuses = await Promise.all(Array.from({ length: clients }, async (_, c) => {
+        const seen: Array<number> = []
+        for (let i = 0; i < each; i++) {
+          const res = await postJson(`${url}/publish`, event("gather", `c${c}-${i}`))
+          await res.arrayBuffer()
+          seen.push(res.status)
+        }
+        return seen
+      }))
+      expect(statuses.flat().filter((s) => s !== 201)).toEqual([])
+      const metrics = parseExposition(await (await fetch(`${url}/metrics`)).text())
+      const events = valueOf(metrics, "aggregator_batch_size_events_sum")
+      const commits = valueOf(metrics, "aggregator_batch_size_events_count")
+      expect(events).toBe(clients * each)
+      expect(events / commits).toBeGreaterThan(1)
+    } finally {
+      await stop(aggregator)
+    }
+    expect(await aggregator.exited, aggregator.output()).toEqual({ code: 0, signal: null })
   }, 240_000)
 
   it("the one command: `node dist/demo` prints a verified summary and leaves the aggregator serving until stopped", async () => {

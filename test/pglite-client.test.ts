@@ -1,10 +1,11 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Context, Deferred, Effect, FastCheck as fc, Fiber, Layer } from "effect"
+import { ConfigProvider, Context, Deferred, Effect, FastCheck as fc, Fiber, Layer } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { AggregatorConfig } from "../src/aggregator/Config.js"
 import { Database } from "../src/aggregator/Database.js"
 import { EventStore, type NewEvent } from "../src/aggregator/EventStore.js"
 import { runMigrations } from "../src/aggregator/Migrations.js"
@@ -243,4 +244,75 @@ describe("PgliteClient on disk", () => {
       const rows = yield* Effect.scoped(Effect.flatMap(clientOf(open), (sql) => sql`SELECT k, n FROM kept ORDER BY k`))
       expect(rows).toEqual([{ k: "x", n: "1" }, { k: "y", n: "1" }])
     }).pipe(Effect.scoped), 120_000)
+
+  it.live("a new data directory starts as a copy of the template; the template, an existing database and a folder with other files are left as they are", () =>
+    Effect.gen(function*() {
+      const root = Fs.mkdtempSync(Path.join(Os.tmpdir(), "pglite-template-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(root, { recursive: true, force: true })))
+      // the one `npm run build` made, else a new one (initdb, slower)
+      const template = Path.join(root, "template")
+      const built = Path.resolve("dist", "pgdata-template")
+      if (Fs.existsSync(Path.join(built, "PG_VERSION"))) Fs.cpSync(built, template, { recursive: true })
+      else yield* Effect.promise(() => PgliteClient.makeTemplate(template))
+      // a mark in the template shows that a database came from it and not from initdb
+      yield* Effect.scoped(Effect.flatMap(clientOf(PgliteClient.layer({ dataDir: template })), (sql) =>
+        sql`CREATE TABLE from_template (k text)`))
+      const templateFiles = () => Fs.readdirSync(template, { recursive: true }).length
+      const before = templateFiles()
+
+      const tables = (dataDir: string) =>
+        Effect.scoped(Effect.flatMap(
+          clientOf(PgliteClient.layer({ dataDir, template })),
+          (sql) => sql<{ t: string }>`SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`
+        )).pipe(Effect.map((rows) => rows.map((r) => r.t)))
+
+      const fresh = Path.join(root, "a", "fresh")
+      expect(yield* tables(fresh)).toEqual(["from_template"])
+      expect(Fs.readdirSync(Path.dirname(fresh))).toEqual(["fresh"])
+      yield* Effect.scoped(Effect.flatMap(clientOf(PgliteClient.layer({ dataDir: fresh })), (sql) => sql`CREATE TABLE own (k text)`))
+      expect(yield* tables(fresh)).toEqual(["from_template", "own"])
+
+      const empty = Path.join(root, "empty")
+      Fs.mkdirSync(empty)
+      expect(yield* tables(empty)).toEqual(["from_template"])
+
+      expect(templateFiles()).toBe(before)
+      const withoutTemplate = Path.join(root, "initdb")
+      const initdb = yield* Effect.scoped(Effect.flatMap(
+        clientOf(PgliteClient.layer({ dataDir: withoutTemplate, template: Path.join(root, "missing") })),
+        (sql) => sql<{ t: string }>`SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public'`
+      ))
+      expect(initdb).toEqual([])
+
+      const occupied = Path.join(root, "occupied")
+      Fs.mkdirSync(occupied)
+      Fs.writeFileSync(Path.join(occupied, "notes.txt"), "mine")
+      // not copied over: what PGlite then makes of the folder is its own business
+      const opened = yield* tables(occupied).pipe(Effect.either)
+      expect(Fs.readFileSync(Path.join(occupied, "notes.txt"), "utf8")).toBe("mine")
+      if (opened._tag === "Right") expect(opened.right).not.toContain("from_template")
+    }).pipe(Effect.scoped), 240_000)
+})
+
+describe("embedded defaults in the configuration", () => {
+  const configWith = (env: Record<string, string>) =>
+    Effect.provide(AggregatorConfig, AggregatorConfig.Default.pipe(
+      Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
+    ))
+
+  it.effect("the template is the one `npm run build` makes (dist/pgdata-template); one flush at a time on PGlite, four on a server", () =>
+    Effect.gen(function*() {
+      const embedded = yield* configWith({})
+      expect(embedded.embedded).toBe(true)
+      expect(embedded.pgliteTemplate).toBe(Path.resolve("dist", "pgdata-template"))
+      expect(embedded.flushConcurrency).toBe(1)
+      expect(embedded.pgliteSharedBuffers).toBe("16MB")
+      const server = yield* configWith({ DATABASE_URL: "postgres://x@127.0.0.1:1/x" })
+      expect(server.embedded).toBe(false)
+      expect(server.flushConcurrency).toBe(4)
+      expect((yield* configWith({ FLUSH_CONCURRENCY: "3" })).flushConcurrency).toBe(3)
+      expect((yield* configWith({ PGLITE_TEMPLATE: "" })).pgliteTemplate).toBe("")
+      const bad = yield* Effect.either(configWith({ PGLITE_SHARED_BUFFERS: "lots" }))
+      expect(bad._tag).toBe("Left")
+    }))
 })

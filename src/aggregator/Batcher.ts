@@ -8,6 +8,14 @@ import { AggregatorConfig } from "./Config.js"
 import { EventStore, type Inserted, type NewEvent } from "./EventStore.js"
 import * as Metrics from "./Metrics.js"
 
+/** Resumes after the event loop's next poll phase: an immediate queued from the check phase runs one loop later. */
+const nextIoTurn = Effect.async<void>((resume) => {
+  let handle = setImmediate(() => {
+    handle = setImmediate(() => resume(Effect.void))
+  })
+  return Effect.sync(() => clearImmediate(handle))
+})
+
 type Answer = Effect.Effect<Inserted, StorageUnavailable>
 
 interface Pending {
@@ -105,8 +113,14 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
       )
     }
 
+    // PGlite answers without waiting for I/O, so the writer would take each request alone before the others
+    // that arrived meanwhile are even read: on the embedded store it lets the event loop poll the sockets once.
+    const gathering = config.groupCommit && config.embedded
+      ? Effect.suspend(() => waitingEvents < cap ? nextIoTurn : Effect.void)
+      : Effect.void
     yield* slots.take(1).pipe(
       Effect.zipRight(work),
+      Effect.zipRight(gathering),
       Effect.zipRight(config.groupCommit && config.flushWindowMs > 0 ? Effect.sleep(config.flushWindowMs) : Effect.void),
       Effect.flatMap(() => Effect.forkIn(flush(take()), scope)),
       Effect.forever,

@@ -1,6 +1,8 @@
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import { fileURLToPath } from "node:url"
 
 const positiveInt = (name: string, fallback: number) =>
   Config.integer(name).pipe(
@@ -11,6 +13,9 @@ const positiveInt = (name: string, fallback: number) =>
 /** Every setting of the aggregator, read once from the environment. */
 export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggregator/Config", {
   effect: Effect.gen(function*() {
+    const databaseUrl = yield* Config.option(Config.redacted("DATABASE_URL"))
+    // without DATABASE_URL the database is PGlite, in this process
+    const embedded = Option.isNone(databaseUrl)
     return {
       // 0 asks the OS for a free port (tests)
       port: yield* Config.integer("PORT").pipe(
@@ -18,7 +23,8 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
         Config.withDefault(8080)
       ),
       host: yield* Config.string("HOST").pipe(Config.withDefault("0.0.0.0")),
-      databaseUrl: yield* Config.option(Config.redacted("DATABASE_URL")),
+      databaseUrl,
+      embedded,
       // comma-separated; when it holds any key, the publish routes need `Authorization: Bearer <key>`
       apiKeys: yield* Config.redacted("API_KEYS").pipe(
         Config.map((keys) => Redacted.value(keys).split(",").map((k) => k.trim()).filter((k) => k !== "")),
@@ -31,6 +37,17 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       ),
       // the embedded PostgreSQL (PGlite) keeps its files here when DATABASE_URL is unset; "memory://" keeps none
       dataDir: yield* Config.string("DATA_DIR").pipe(Config.withDefault("./data")),
+      // PGlite touches its whole shared_buffers at start: this is most of its resident memory
+      pgliteSharedBuffers: yield* Config.string("PGLITE_SHARED_BUFFERS").pipe(
+        Config.validate({ message: "PGLITE_SHARED_BUFFERS must be a size such as 16MB", validation: (v) => /^\d+(kB|MB|GB)$/.test(v) }),
+        Config.withDefault("16MB")
+      ),
+      pgliteLiftoffOnly: yield* Config.boolean("PGLITE_LIFTOFF_ONLY").pipe(Config.withDefault(true)),
+      // a new DATA_DIR starts as a copy of this directory (made by `npm run build`) instead of running initdb;
+      // from src/ and from dist/ alike it is <project>/dist/pgdata-template. "" always runs initdb.
+      pgliteTemplate: yield* Config.string("PGLITE_TEMPLATE").pipe(
+        Config.withDefault(fileURLToPath(new URL("../../dist/pgdata-template", import.meta.url)))
+      ),
       dbPoolSize: yield* positiveInt("DB_POOL_SIZE", 10),
       maxBodyBytes: yield* positiveInt("MAX_BODY_BYTES", 1024 * 1024),
       maxBatchEvents: yield* positiveInt("MAX_BATCH_EVENTS", 1000),
@@ -45,7 +62,8 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
         Config.withDefault(0)
       ),
       flushMaxEvents: yield* positiveInt("FLUSH_MAX_EVENTS", 1000),
-      flushConcurrency: yield* positiveInt("FLUSH_CONCURRENCY", 4),
+      // PGlite runs one statement at a time, so a second flush in flight would only split the batches
+      flushConcurrency: yield* positiveInt("FLUSH_CONCURRENCY", embedded ? 1 : 4),
       maxPendingEvents: yield* positiveInt("MAX_PENDING_EVENTS", 20_000),
       shutdownTimeoutMs: yield* positiveInt("SHUTDOWN_TIMEOUT_MS", 15_000),
       // on shutdown, how long an idle keep-alive connection may still bring a request before it is closed

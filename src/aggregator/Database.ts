@@ -88,7 +88,12 @@ export class Database extends Effect.Service<Database>()("Aggregator/Database", 
     const backend = Option.isSome(config.databaseUrl) ? "postgresql" : "pglite"
 
     const clientLayer: Layer.Layer<SqlClient.SqlClient | DbPool, unknown> = Option.match(config.databaseUrl, {
-      onNone: () => PgliteClient.layer({ dataDir: config.dataDir }),
+      onNone: () => PgliteClient.layer({
+        dataDir: config.dataDir,
+        template: config.pgliteTemplate,
+        sharedBuffers: config.pgliteSharedBuffers,
+        liftoffOnly: config.pgliteLiftoffOnly
+      }),
       onSome: (url) => pgLayer(Redacted.value(url), config.dbPoolSize)
     })
 

@@ -10,11 +10,24 @@ import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import * as V8 from "node:v8"
 import { DbPool } from "./Pool.js"
 
 export interface PgliteClientOptions {
   /** A directory for the database files; `undefined` keeps the database in memory. */
   readonly dataDir: string | undefined
+  /**
+   * A data directory made by `makeTemplate`: a new `dataDir` starts as a copy of it instead of running initdb,
+   * which takes seconds and more memory than everything after it. Ignored when missing.
+   */
+  readonly template?: string | undefined
+  /**
+   * PostgreSQL's `shared_buffers` (default 16MB). PGlite touches all of it at start, so PGlite's own 128MB
+   * cost about 115 MiB of resident memory before the first query.
+   */
+  readonly sharedBuffers?: string | undefined
+  /** Compile PGlite's WebAssembly with V8's baseline compiler only (default true); see `open`. */
+  readonly liftoffOnly?: boolean | undefined
   /** Tests only: drop the single-connection lock to show what it prevents. */
   readonly unsafeNoLock?: boolean
 }
@@ -59,20 +72,67 @@ const makeConnection = (
   }
 }
 
-const open = (dataDir: string | undefined) =>
+/** The directory on disk a PGlite `dataDir` names, if it names one (not `memory://`, `idb://`, …). */
+const directoryOf = (dataDir: string | undefined): string | undefined =>
+  dataDir === undefined ? undefined : dataDir.startsWith("file://")
+  ? dataDir.slice("file://".length)
+  : /^[a-z0-9-]+:\/\//i.test(dataDir)
+  ? undefined
+  : dataDir
+
+const hasDatabase = (dir: string) => Fs.existsSync(Path.join(dir, "PG_VERSION"))
+
+/**
+ * A new (missing or empty) data directory becomes a copy of the template, made beside it and renamed into place,
+ * so a start killed half-way leaves no half-made database behind.
+ */
+const seed = (dir: string, template: string | undefined) => {
+  if (template === undefined || template === "" || hasDatabase(dir) || !hasDatabase(template)) return
+  if (Fs.existsSync(dir) && Fs.readdirSync(dir).length > 0) return
+  const partial = `${dir}.new-${process.pid}`
+  Fs.rmSync(partial, { recursive: true, force: true })
+  Fs.cpSync(template, partial, { recursive: true })
+  Fs.renameSync(partial, dir)
+}
+
+const open = (options: PgliteClientOptions) =>
   Effect.acquireRelease(
     Effect.tryPromise({
       try: () => {
-        // PGlite creates only the last folder of its path
-        if (dataDir !== undefined && !/^[a-z0-9-]+:\/\//i.test(dataDir)) {
-          Fs.mkdirSync(Path.dirname(Path.resolve(dataDir)), { recursive: true })
+        const dir = directoryOf(options.dataDir)
+        if (dir !== undefined) {
+          // PGlite creates only the last folder of its path
+          Fs.mkdirSync(Path.dirname(Path.resolve(dir)), { recursive: true })
+          seed(dir, options.template)
         }
-        return PGlite.create(dataDir, { parsers })
+        // V8 tiers hot WebAssembly functions up with its optimising compiler in background threads; PostgreSQL's
+        // are many and large, and here that compiling cost more CPU and 60 MiB more memory than it ever won back
+        // (measured over 80,000 rows). The flag is read when a module is compiled, and PGlite is the only one.
+        if (options.liftoffOnly ?? true) V8.setFlagsFromString("--liftoff-only")
+        return PGlite.create(options.dataDir, {
+          parsers,
+          startParams: [...PGlite.defaultStartParams, "-c", `shared_buffers=${options.sharedBuffers ?? "16MB"}`]
+        })
       },
-      catch: (cause) => new SqlError({ cause, message: `PgliteClient: failed to open ${dataDir ?? "an in-memory database"}` })
+      catch: (cause) =>
+        new SqlError({ cause, message: `PgliteClient: failed to open ${options.dataDir ?? "an in-memory database"}` })
     }),
     (db) => Effect.promise(() => db.close())
   )
+
+/**
+ * Runs PGlite's initdb into `dir` (replacing it) and closes the database cleanly: the template a new data directory
+ * is copied from. `npm run build` makes one (src/pglite-template).
+ */
+export const makeTemplate = async (dir: string): Promise<void> => {
+  const partial = `${dir}.new-${process.pid}`
+  Fs.rmSync(partial, { recursive: true, force: true })
+  Fs.mkdirSync(Path.dirname(Path.resolve(dir)), { recursive: true })
+  const db = await PGlite.create(partial)
+  await db.close()
+  Fs.rmSync(dir, { recursive: true, force: true })
+  Fs.renameSync(partial, dir)
+}
 
 /**
  * An `@effect/sql` client on embedded PostgreSQL (PGlite), with the pg dialect and compiler so the server's
@@ -86,7 +146,7 @@ export const make = (options: PgliteClientOptions) =>
 
 const makeWithUse = (options: PgliteClientOptions) =>
   Effect.gen(function*() {
-    const db = yield* open(options.dataDir)
+    const db = yield* open(options)
     const lock = yield* Effect.makeSemaphore(1)
     // Closing waits for the statement or transaction that holds the lock.
     yield* Effect.addFinalizer(() => lock.take(1).pipe(Effect.timeoutOption("10 seconds")))

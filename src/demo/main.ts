@@ -37,7 +37,7 @@ const demo = Effect.gen(function*() {
     : config.dataDir.startsWith("memory://")
     ? { where: `embedded PostgreSQL in memory (DATA_DIR=${config.dataDir})`, keeps: "its data goes with it" }
     : {
-      where: `embedded PostgreSQL in ${config.dataDir}; the first start takes a few seconds`,
+      where: `embedded PostgreSQL in ${config.dataDir}`,
       keeps: `data stays in ${config.dataDir} (npm run reset deletes it${
         config.dataDir === "./data" ? "" : `, given the same DATA_DIR`
       })`
