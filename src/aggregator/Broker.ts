@@ -86,7 +86,10 @@ const connection = (url: string, name: string, options: RedisOptions) =>
       return redis
     }),
     (redis) =>
+      // A release runs uninterruptibly, and a timeout cannot cut an uninterruptible wait: `quit` on a
+      // connection that never came up waits forever unless the wait itself is made interruptible.
       Effect.tryPromise(() => redis.quit()).pipe(
+        Effect.interruptible,
         Effect.timeout(Duration.seconds(1)),
         Effect.ignore,
         Effect.ensuring(Effect.sync(() => redis.disconnect()))
@@ -115,7 +118,8 @@ const overRedis = (
     )
 
     const attempt = <A>(f: () => Promise<A>) =>
-      Effect.tryPromise(f).pipe(Effect.timeoutFail({ duration: REDIS_TIMEOUT, onTimeout: () => "timeout" }), Effect.option)
+      // interruptible, so the timeout also holds in the shutdown finalizer (which runs uninterruptibly)
+      Effect.tryPromise(f).pipe(Effect.interruptible, Effect.timeoutFail({ duration: REDIS_TIMEOUT, onTimeout: () => "timeout" }), Effect.option)
 
     const publish = (events: ReadonlyArray<StoredEvent>) => {
       if (pub.status !== "ready") return Effect.succeed(events.length)
