@@ -33,6 +33,17 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       dataDir: yield* Config.string("DATA_DIR").pipe(Config.withDefault("./data")),
       dbPoolSize: yield* positiveInt("DB_POOL_SIZE", 10),
       maxBodyBytes: yield* positiveInt("MAX_BODY_BYTES", 1024 * 1024),
+      // a client must send its headers within HEADERS_TIMEOUT_MS and its whole request within REQUEST_TIMEOUT_MS (else 408)
+      headersTimeoutMs: yield* positiveInt("HEADERS_TIMEOUT_MS", 10_000),
+      requestTimeoutMs: yield* positiveInt("REQUEST_TIMEOUT_MS", 30_000),
+      // open connections beyond this are closed as they arrive
+      maxConnections: yield* positiveInt("MAX_CONNECTIONS", 2_048),
+      // after an answer given before the body arrived (413, 401…), the rest is read and discarded for at most
+      // this long and this many bytes before the connection closes, so the client reads the answer, not a reset
+      lingerMs: yield* positiveInt("LINGER_MS", 5_000),
+      lingerMaxBytes: yield* positiveInt("LINGER_MAX_BYTES", 64 * 1024 * 1024),
+      // request bodies still arriving may hold at most this much memory together (429 beyond it)
+      bodyBufferBytes: yield* positiveInt("BODY_BUFFER_BYTES", 64 * 1024 * 1024),
       maxBatchEvents: yield* positiveInt("MAX_BATCH_EVENTS", 1000),
       maxPayloadBytes: yield* positiveInt("MAX_PAYLOAD_BYTES", 64 * 1024),
       // a body without Content-Type is a 415 unless this is on (then it is read as JSON, as the Python service did)
