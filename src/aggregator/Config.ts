@@ -67,6 +67,10 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       redisPrefix: yield* Config.string("REDIS_PREFIX").pipe(Config.withDefault("")),
       announceBufferEvents: yield* positiveInt("ANNOUNCE_BUFFER_EVENTS", 10_000),
       streamHeartbeatMs: yield* positiveInt("STREAM_HEARTBEAT_MS", 15_000),
+      // live-tail clients a replica serves at once; more are answered 429
+      streamMaxClients: yield* positiveInt("STREAM_MAX_CLIENTS", 1_000),
+      // with API_KEYS set, also the event reads (GET /events, /events/stream, /events/:topic/:event_id) need a key
+      readsNeedKey: yield* Config.boolean("READS_NEED_KEY").pipe(Config.withDefault(false)),
       streamClientBufferEvents: yield* positiveInt("STREAM_CLIENT_BUFFER_EVENTS", 1_000),
       clusterStatsIntervalMs: yield* positiveInt("CLUSTER_STATS_INTERVAL_MS", 2_000),
       clusterStatsTtlMs: yield* positiveInt("CLUSTER_STATS_TTL_MS", 10_000),

@@ -5,16 +5,17 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import * as Cause from "effect/Cause"
-import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AggregatorApi, DEFAULT_LIST_LIMIT } from "../domain/Api.js"
@@ -28,7 +29,7 @@ import {
   UnsupportedMediaType,
   ValidationFailed
 } from "../domain/Errors.js"
-import type { BatchItemResult, StoredEvent } from "../domain/Event.js"
+import type { BatchItemResult } from "../domain/Event.js"
 import { ClientGone, presetBody, readBody } from "./Body.js"
 import { Broker } from "./Broker.js"
 import { AggregatorConfig } from "./Config.js"
@@ -135,8 +136,6 @@ const field = (item: unknown, name: string): string | null => {
   return typeof v === "string" ? v : null
 }
 
-const sseFrame = (e: StoredEvent) => `id: ${e.seq}\ndata: ${JSON.stringify(e)}\n\n`
-
 export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handlers) =>
   Effect.gen(function*() {
     const config = yield* AggregatorConfig
@@ -146,29 +145,31 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
     const broker = yield* Broker
     const draining = yield* Draining
 
-    // The first line is written once the subscription exists: nothing stored after it is missed. Every
-    // stream ends when shutdown begins. A client that falls behind is dropped: its queue shuts down, and
-    // as the writer may be stuck waiting for a socket the client no longer reads (a stream that is not
-    // pulled cannot end), the connection is destroyed, which also ends the response.
+    // The client is subscribed before its answer starts, so nothing stored after the first line is
+    // missed, and one past STREAM_MAX_CLIENTS gets a 429 instead. Every stream ends when shutdown begins.
+    // A client that falls behind is dropped: its frames end, and as the writer may be stuck waiting for a
+    // socket the client no longer reads (a stream that is not pulled cannot end), the connection is
+    // destroyed, which also ends the response. Frames come encoded once for all clients (Broker).
+    const subscribed = new TextEncoder().encode(": subscribed\n\n")
+    const heartbeat = new TextEncoder().encode(":\n\n")
     const liveTail = (topic: string | undefined, connection: { readonly destroy: () => void }) =>
-      Stream.unwrapScoped(Effect.gen(function*() {
-        const queue = yield* broker.subscribe(topic)
-        // forked after subscribing, so interrupted before the queue's own release shuts it down
-        yield* Queue.awaitShutdown(queue).pipe(
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const tail = yield* broker.subscribe(topic).pipe(Scope.extend(scope), Effect.tapError(() => Scope.close(scope, Exit.void)))
+        yield* Queue.awaitShutdown(tail.queue).pipe(
           Effect.zipRight(Effect.sync(() => connection.destroy())),
-          Effect.forkScoped
+          Effect.forkIn(scope)
         )
-        return Stream.make(": subscribed\n\n").pipe(
+        return Stream.make(subscribed).pipe(
           Stream.concat(Stream.merge(
-            Stream.fromQueue(queue).pipe(Stream.mapChunks((events) => Chunk.of(Chunk.join(Chunk.map(events, sseFrame), "")))),
-            Stream.fromSchedule(Schedule.spaced(Duration.millis(config.streamHeartbeatMs))).pipe(Stream.as(":\n\n")),
+            tail.frames,
+            Stream.fromSchedule(Schedule.spaced(Duration.millis(config.streamHeartbeatMs))).pipe(Stream.as(heartbeat)),
             { haltStrategy: "left" }
-          ))
+          )),
+          Stream.interruptWhen(draining.started),
+          Stream.ensuring(Scope.close(scope, Exit.void))
         )
-      })).pipe(
-        Stream.interruptWhen(draining.started),
-        Stream.encodeText
-      )
+      })
 
     const storedOne = { processed: 1, duplicates: 0, rejected: 0 } as const
     const duplicateOne = { processed: 0, duplicates: 1, rejected: 0 } as const
@@ -234,10 +235,11 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
           ...(urlParams.before !== undefined ? { before: urlParams.before } : {})
         }))
       .handleRaw("stream", ({ request, urlParams }) =>
-        Effect.succeed(HttpServerResponse.stream(liveTail(urlParams.topic, NodeHttpServerRequest.toServerResponse(request)), {
-          contentType: "text/event-stream",
-          headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
-        })))
+        Effect.map(liveTail(urlParams.topic, NodeHttpServerRequest.toServerResponse(request)), (frames) =>
+          HttpServerResponse.stream(frames, {
+            contentType: "text/event-stream",
+            headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
+          })))
       .handle("get", ({ path }) =>
         Effect.flatMap(store.get(path.topic, path.event_id), (event) =>
           event === undefined
@@ -277,6 +279,9 @@ const bearerCheck = (keys: ReadonlyArray<Redacted.Redacted<string>>) => {
 }
 
 const readOnly = new Set(["GET", "HEAD", "OPTIONS"])
+
+// READS_NEED_KEY: the reads that return events (the listing, one event, the live tail)
+const isEventRead = (request: HttpServerRequest.HttpServerRequest) => /^\/events(?:[/?]|$)/.test(request.url)
 
 const isPublish = (request: HttpServerRequest.HttpServerRequest) =>
   request.method === "POST" && request.url.split("?")[0] === "/publish"
@@ -372,7 +377,7 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
     // Without a generator: this runs on every request, and each Effect step shows on the hot path.
     return (app) =>
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
-        if (authorize !== undefined && !readOnly.has(request.method)) {
+        if (authorize !== undefined && (!readOnly.has(request.method) || (config.readsNeedKey && isEventRead(request)))) {
           const verdict = authorize(request.headers["authorization"])
           if (verdict !== "ok") return Effect.succeed(unauthorized(verdict))
         }

@@ -92,7 +92,8 @@ function documentResponses(spec: Record<string, any>): Record<string, any> {
         delete responses["413"]
         delete responses["415"]
       }
-      if (responses["401"] !== undefined) operation.security = [{ apiKey: [] }]
+      // the event reads need a key only with READS_NEED_KEY on: for them the key is optional
+      if (responses["401"] !== undefined) operation.security = method === "get" ? [{}, { apiKey: [] }] : [{ apiKey: [] }]
       if (responses["405"] !== undefined) {
         responses["405"].headers = { Allow: { description: "The methods this path takes", schema: { type: "string" } } }
       }
@@ -119,7 +120,8 @@ function documentResponses(spec: Record<string, any>): Record<string, any> {
       apiKey: {
         type: "http",
         scheme: "bearer",
-        description: "One of the keys in the server's API_KEYS. Needed only when API_KEYS is set."
+        description: "One of the keys in the server's API_KEYS. Needed only when API_KEYS is set, and on the event " +
+          "reads only when READS_NEED_KEY is also on."
       }
     }
   }
@@ -172,6 +174,7 @@ export class EventsGroup extends HttpApiGroup.make("events")
     HttpApiEndpoint.get("list", "/events")
       .setUrlParams(ListParams)
       .addSuccess(Schema.Array(StoredEvent).annotations({ description: "Stored events, newest first" }))
+      .addError(Unauthorized)
       .addError(StorageUnavailable)
   )
   .add(
@@ -183,11 +186,14 @@ export class EventsGroup extends HttpApiGroup.make("events")
             "`data: <StoredEvent JSON>`; `:` comment lines as heartbeats. A client that falls behind is disconnected."
         })
       )
+      .addError(Unauthorized)
+      .addError(Overloaded)
   )
   .add(
     HttpApiEndpoint.get("get", "/events/:topic/:event_id")
       .setPath(Schema.Struct({ topic: Topic, event_id: EventId }))
       .addSuccess(StoredEvent)
+      .addError(Unauthorized)
       .addError(NotFound)
       .addError(StorageUnavailable)
   )
