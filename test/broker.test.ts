@@ -43,6 +43,7 @@ const carelessStore = (failWhen: (events: ReadonlyArray<NewEvent>) => boolean) =
           return keys.map((k) => stored.has(k) ? false : (stored.add(k), true))
         }),
       list: () => Effect.succeed([]),
+      page: () => Effect.succeed({ events: [], more: false }),
       get: () => Effect.succeed(undefined),
       totalRows: Effect.sync(() => stored.size)
     })

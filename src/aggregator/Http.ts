@@ -228,12 +228,20 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
           yield* stats.record({ processed, duplicates, rejected })
           return { received: items.length, processed, duplicates, rejected, results }
         }), { uninterruptible: true })
-      .handle("list", ({ urlParams }) =>
-        store.list({
-          limit: urlParams.limit ?? DEFAULT_LIST_LIMIT,
-          ...(urlParams.topic !== undefined ? { topic: urlParams.topic } : {}),
-          ...(urlParams.before !== undefined ? { before: urlParams.before } : {})
-        }))
+      // At most about LIST_MAX_BYTES a response; `X-Next-Before` carries the cursor whenever older events may follow.
+      .handle("list", ({ request, urlParams }) =>
+        Effect.map(
+          store.page({
+            limit: urlParams.limit ?? DEFAULT_LIST_LIMIT,
+            maxBytes: config.listMaxBytes,
+            ...(urlParams.topic !== undefined ? { topic: urlParams.topic } : {}),
+            ...(urlParams.before !== undefined ? { before: urlParams.before } : {})
+          }),
+          ({ events, more }) => {
+            if (more) NodeHttpServerRequest.toServerResponse(request).setHeader("x-next-before", String(events[events.length - 1].seq))
+            return events
+          }
+        ))
       .handleRaw("stream", ({ request, urlParams }) =>
         Effect.map(liveTail(urlParams.topic, NodeHttpServerRequest.toServerResponse(request)), (frames) =>
           HttpServerResponse.stream(frames, {
