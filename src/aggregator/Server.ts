@@ -3,6 +3,8 @@ import * as HttpApiSwagger from "@effect/platform/HttpApiSwagger"
 import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -33,6 +35,30 @@ const ApiLive = HttpApiBuilder.api(AggregatorApi).pipe(
   Layer.provide([HealthLive, EventsLive, OperationsLive])
 )
 
+// Swagger UI is all inline (its script, styles and the spec): nothing needs another origin.
+const docsPolicy = {
+  "content-security-policy":
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "x-content-type-options": "nosniff"
+}
+
+/**
+ * The documentation page gets the same kind of policy as the dashboard; the OpenAPI document nosniff. Set
+ * on Node's response before the app runs (the framework writes the response before a middleware sees it).
+ */
+const documentationHeaders = HttpMiddleware.make((app) =>
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+    const path = request.url.split("?")[0]
+    if (path === "/docs" || path === "/openapi.json") {
+      const response = NodeHttpServerRequest.toServerResponse(request)
+      for (const [name, value] of Object.entries(docsPolicy)) {
+        if (path === "/docs" || name === "x-content-type-options") response.setHeader(name, value)
+      }
+    }
+    return app
+  })
+)
+
 /** The Node HTTP server on the configured host and port. Closing it waits for in-flight requests. */
 export const NodeServerLive = Layer.unwrapEffect(
   Effect.map(AggregatorConfig, (config) => {
@@ -50,7 +76,7 @@ export const NodeServerLive = Layer.unwrapEffect(
  */
 export const AggregatorLive = DrainOnShutdownLive.pipe(
   Layer.provide(
-    HttpApiBuilder.serve(observeRequests).pipe(
+    HttpApiBuilder.serve((app) => observeRequests(documentationHeaders(app))).pipe(
       // topic and event_id may be 255 code points (510 UTF-16 units); the router's default cap is 100
       Layer.provide(HttpRouter.setRouterConfig({ maxParamLength: 1024 })),
       Layer.provide(ApiMiddlewareLive),
