@@ -131,7 +131,9 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
 
     /**
      * Like `list`, within about `maxBytes` of payload (and at least one event): the sizes are read first,
-     * a few rows at a time, so an oversized listing never leaves the database. `more` tells whether older
+     * a few rows at a time, so an oversized listing never leaves the database. A payload's size is its
+     * decompressed jsonb size (`|| '{}'` builds it in memory), several times cheaper than rendering it
+     * as text; it matches the JSON text closely except for strings full of escapes, which it undercounts. `more` tells whether older
      * events may follow (continue with `before` = the last seq).
      */
     const page = (options: { readonly topic?: string; readonly limit: number; readonly before?: number; readonly maxBytes: number }) =>
@@ -145,11 +147,12 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
           let last: number | undefined
           let cut = false
           let counted = 0
-          // small steps first: with large payloads the budget is met within them
-          for (let step = 32; counted < options.limit && !cut; step = options.limit) {
+          // Small steps, sized by what is left of the budget at the average size so far: reading sizes
+          // detoasts the payloads, so it reads little more than the page will hold.
+          for (let step = 32; counted < options.limit && !cut; step = Math.ceil(1.25 * (options.maxBytes - total) / (total / counted)) + 1) {
             const want = Math.min(step, options.limit - counted)
             const sizes = yield* sql<{ seq: string | number; size: number }>`
-              SELECT seq, octet_length(payload::text) + 256 AS size FROM events
+              SELECT seq, coalesce(pg_column_size(payload || '{}'::jsonb), 0) + 256 AS size FROM events
               WHERE true ${filter} ${upTo !== undefined ? sql`AND seq < ${upTo}` : sql``}
               ORDER BY seq DESC LIMIT ${want}`
             for (const row of sizes) {
