@@ -67,7 +67,7 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       redisPrefix: yield* Config.string("REDIS_PREFIX").pipe(Config.withDefault("")),
       announceBufferEvents: yield* positiveInt("ANNOUNCE_BUFFER_EVENTS", 10_000),
       // a GET /events answer stops at about this many bytes (at least one event); X-Next-Before continues it
-      listMaxBytes: yield* positiveInt("LIST_MAX_BYTES", 4 * 1024 * 1024),
+      listMaxBytes: yield* positiveInt("LIST_MAX_BYTES", 1024 * 1024),
       streamHeartbeatMs: yield* positiveInt("STREAM_HEARTBEAT_MS", 15_000),
       // live-tail clients a replica serves at once; more are answered 429
       streamMaxClients: yield* positiveInt("STREAM_MAX_CLIENTS", 1_000),
