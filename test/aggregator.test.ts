@@ -268,6 +268,13 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
       const docs = yield* promise(() => fetch(`${url}/docs`))
       expect(docs.status).toBe(200)
       expect(docs.headers.get("content-type")).toMatch(/text\/html/)
+      // as locked down as the dashboard: the page needs nothing from another origin, so nothing is allowed
+      expect(docs.headers.get("content-security-policy")).toMatch(/^default-src 'none';/)
+      expect(docs.headers.get("content-security-policy")).toContain("frame-ancestors 'none'")
+      expect(docs.headers.get("x-content-type-options")).toBe("nosniff")
+      const page = yield* promise(() => docs.text())
+      expect(page).not.toMatch(/(?:src|href)=["']?(?:https?:)?\/\//i)
+      expect((yield* promise(() => fetch(`${url}/openapi.json`))).headers.get("x-content-type-options")).toBe("nosniff")
     }))
 
   it.effect("timestamps without an offset are UTC; offsets are converted; microseconds are kept", () =>

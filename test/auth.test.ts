@@ -153,7 +153,7 @@ describe.skipIf(skipWithoutPostgres)(`API keys${withoutPostgresNote}`, () => {
           controller.abort()
         }))
 
-      it.effect("the OpenAPI document lists 401 and the bearer scheme on the publish routes only", () =>
+      it.effect("the OpenAPI document lists 401 and the bearer scheme on the publish routes, optional on the event reads", () =>
         Effect.gen(function*() {
           const { url } = yield* server
           const spec: any = yield* promise(() => fetch(`${url}/openapi.json`).then((r) => r.json()))
@@ -161,8 +161,11 @@ describe.skipIf(skipWithoutPostgres)(`API keys${withoutPostgresNote}`, () => {
           for (const [path, operations] of Object.entries(spec.paths) as Array<[string, Record<string, any>]>) {
             for (const [method, operation] of Object.entries(operations)) {
               const guarded = method === "post"
-              expect(operation.responses["401"] !== undefined, `${method} ${path}`).toBe(guarded)
-              expect(operation.security ?? [], `${method} ${path}`).toEqual(guarded ? [{ apiKey: [] }] : [])
+              // READS_NEED_KEY may guard these: a key is then needed, otherwise none
+              const eventRead = method === "get" && path.startsWith("/events")
+              expect(operation.responses["401"] !== undefined, `${method} ${path}`).toBe(guarded || eventRead)
+              expect(operation.security ?? [], `${method} ${path}`)
+                .toEqual(guarded ? [{ apiKey: [] }] : eventRead ? [{}, { apiKey: [] }] : [])
             }
           }
           expect(Object.keys(spec.paths).filter((p) => spec.paths[p].post !== undefined).sort()).toEqual(["/publish", "/publish/batch"])
@@ -201,6 +204,36 @@ describe.skipIf(skipWithoutPostgres)(`API keys${withoutPostgresNote}`, () => {
           expect(keyless.output).toMatch(/Tests\s+2 failed/)
           expect(keyless.output).toContain("401")
         }), { timeout: 180_000 })
+    }
+  )
+
+  layer(aggregatorLayer({ API_KEYS: "k1", READS_NEED_KEY: "true" }), { excludeTestServices: true, timeout: "60 seconds" })(
+    "an aggregator with API_KEYS and READS_NEED_KEY",
+    (it) => {
+      it.effect("the event reads and the live tail need a key too; health, stats and metrics do not", () =>
+        Effect.gen(function*() {
+          const { url } = yield* server
+          const topic = unique("reads")
+          expect((yield* publish(url, "/publish", event(topic, "a"), bearer("k1"))).status).toBe(201)
+          const get = (path: string, headers: Record<string, string> = {}) =>
+            promise(() => fetch(`${url}${path}`, { headers }).then(async (r) => {
+              const json = r.headers.get("content-type")?.startsWith("application/json") ? await r.json() : await r.text()
+              return { status: r.status, headers: r.headers, json: json as any }
+            }))
+          for (const path of [`/events?topic=${topic}`, `/events/${topic}/a`, "/events/stream", `/events/stream?topic=${topic}`]) {
+            expectUnauthorized(yield* get(path), `${path} without a key`)
+            expectUnauthorized(yield* get(path, bearer("k2")), `${path} with a wrong key`)
+          }
+          const listed = yield* get(`/events?topic=${topic}`, bearer("k1"))
+          expect(listed.status).toBe(200)
+          expect(listed.json.map((e: any) => e.event_id)).toEqual(["a"])
+          expect((yield* get(`/events/${topic}/a`, bearer("k1"))).status).toBe(200)
+          const controller = new AbortController()
+          const stream = yield* promise(() => fetch(`${url}/events/stream`, { headers: bearer("k1"), signal: controller.signal }))
+          expect(stream.status).toBe(200)
+          controller.abort()
+          for (const path of ["/", "/ready", "/stats", "/metrics"]) expect((yield* get(path)).status, path).toBe(200)
+        }))
     }
   )
 

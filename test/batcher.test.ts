@@ -133,6 +133,7 @@ const memoryStore = (plan: ReadonlyArray<FlushStep> = [], poisonTopic?: string, 
     EventStore.make({
       insertMany: recorder.insertMany,
       list: () => Effect.succeed([]),
+      page: () => Effect.succeed({ events: [], more: false }),
       get: () => Effect.succeed(undefined),
       totalRows: Effect.sync(() => winners.size)
     })

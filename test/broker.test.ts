@@ -1,12 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Either, FastCheck as fc, Fiber, Layer, Queue, Stream } from "effect"
+import { ConfigProvider, Effect, Either, Exit, FastCheck as fc, Fiber, Layer, Queue, Scope, Stream } from "effect"
 import * as net from "node:net"
 import { afterAll, beforeAll, describe as plainDescribe, expect as plainExpect, it as plainIt } from "vitest"
 import { Batcher } from "../src/aggregator/Batcher.js"
-import { Broker } from "../src/aggregator/Broker.js"
+import { Broker, type Piece, sseFrame } from "../src/aggregator/Broker.js"
 import { AggregatorConfig } from "../src/aggregator/Config.js"
 import { eventKey, EventStore, type NewEvent } from "../src/aggregator/EventStore.js"
-import { StorageUnavailable } from "../src/domain/Errors.js"
+import { Overloaded, StorageUnavailable } from "../src/domain/Errors.js"
 import type { StoredEvent } from "../src/domain/Event.js"
 import { postJson, type Spawned, spawnAggregator, waitFor } from "./support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
@@ -47,6 +47,7 @@ const carelessStore = (failWhen: (events: ReadonlyArray<NewEvent>) => boolean) =
           })
         }),
       list: () => Effect.succeed([]),
+      page: () => Effect.succeed({ events: [], more: false }),
       get: () => Effect.succeed(undefined),
       totalRows: Effect.sync(() => stored.size)
     })
@@ -97,7 +98,7 @@ describe("announcing and fanning out (in-process broker)", () => {
         while ((yield* broker.announcements).published < store.stored.size) yield* Effect.sleep("1 millis")
         // anything announced by mistake would sit in the queue among the expected ones
         yield* Effect.sleep("5 millis")
-        const announced = [...(yield* Queue.takeAll(tail))].map(keyOf)
+        const announced = [...(yield* Queue.takeAll(tail.queue))].flatMap((piece) => piece.events).map(keyOf)
         // exactly what committed, each once (a submission split at the cap may have committed in part)
         expect(announced.sort()).toEqual([...store.stored].sort())
         expect(new Set(announced)).toEqual(new Set([...reportedNew, ...announced]))
@@ -120,26 +121,64 @@ describe("announcing and fanning out (in-process broker)", () => {
       const slow = yield* broker.subscribe(undefined)
       const other = yield* broker.subscribe("other")
       const received: Array<string> = []
-      const reader = yield* Stream.fromQueue(other).pipe(
-        Stream.runForEach((e) => Effect.sync(() => received.push(e.event_id))),
+      const reader = yield* Stream.fromQueue(other.queue).pipe(
+        Stream.runForEach((piece) => Effect.sync(() => received.push(...piece.events.map((e) => e.event_id)))),
         Effect.fork
       )
       // 4 fit the slow one's buffer (STREAM_CLIENT_BUFFER_EVENTS=4); the 5th cuts it off
       yield* broker.announce(Array.from({ length: 4 }, (_, i) => stored("t", i)))
       while ((yield* broker.announcements).published < 4) yield* Effect.sleep("1 millis")
       yield* Effect.sleep("5 millis")
-      expect(yield* Queue.isShutdown(slow)).toBe(false)
+      expect(yield* Queue.isShutdown(slow.queue)).toBe(false)
       expect(yield* broker.streamClients).toBe(2)
       yield* broker.announce([stored("t", 4), stored("other", 5), stored("other", 6)])
-      const ended = yield* Stream.fromQueue(slow).pipe(Stream.runCollect, Effect.timeout("10 seconds"))
-      expect(ended.length).toBeLessThanOrEqual(4)
-      expect(yield* Queue.isShutdown(slow)).toBe(true)
+      const ended = yield* Stream.fromQueue(slow.queue).pipe(Stream.runCollect, Effect.timeout("10 seconds"))
+      expect([...ended].flatMap((piece) => piece.events).length).toBeLessThanOrEqual(4)
+      expect(yield* Queue.isShutdown(slow.queue)).toBe(true)
       while (received.length < 2) yield* Effect.sleep("1 millis")
       expect(received).toEqual(["e5", "e6"])
       yield* Fiber.interrupt(reader)
     }).pipe(
       Effect.scoped,
       Effect.provide(Broker.Default.pipe(Layer.provide(configLayer({ STREAM_CLIENT_BUFFER_EVENTS: "4" }))))
+    ))
+
+  it.live("each batch is encoded once for all clients of an audience, frame by frame as the stream sends it", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const everything = yield* Effect.all(Array.from({ length: 3 }, () => broker.subscribe(undefined)))
+      const onlyA = yield* Effect.all(Array.from({ length: 2 }, () => broker.subscribe("a")))
+      const events = [stored("a", 1), stored("b", 2), stored("a", 3)]
+      yield* broker.announce(events)
+      const first = (tail: { queue: Queue.Dequeue<Piece> }) => Queue.take(tail.queue)
+      const all = yield* Effect.forEach(everything, first)
+      const a = yield* Effect.forEach(onlyA, first)
+      // the very same bytes for every client of one audience: encoded once, not once a client
+      expect(all.every((p) => p.bytes === all[0].bytes)).toBe(true)
+      expect(a.every((p) => p.bytes === a[0].bytes)).toBe(true)
+      expect(Buffer.from(all[0].bytes).toString()).toBe(events.map(sseFrame).join(""))
+      expect(Buffer.from(a[0].bytes).toString()).toBe([events[0], events[2]].map(sseFrame).join(""))
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Broker.Default.pipe(Layer.provide(configLayer({}))))
+    ))
+
+  it.live("past STREAM_MAX_CLIENTS a subscription fails with Overloaded; a freed slot is taken again", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const scope = yield* Scope.make()
+      yield* broker.subscribe(undefined).pipe(Scope.extend(scope))
+      yield* broker.subscribe("x")
+      const refused = yield* Effect.flip(broker.subscribe(undefined))
+      expect(refused).toBeInstanceOf(Overloaded)
+      expect(yield* broker.streamClients).toBe(2)
+      yield* Scope.close(scope, Exit.void)
+      expect(yield* broker.streamClients).toBe(1)
+      yield* broker.subscribe(undefined)
+      expect(yield* broker.streamClients).toBe(2)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Broker.Default.pipe(Layer.provide(configLayer({ STREAM_MAX_CLIENTS: "2" }))))
     ))
 
   it.live("a full announcement buffer drops and counts what it drops: announcing never waits", () =>
@@ -156,7 +195,7 @@ describe("announcing and fanning out (in-process broker)", () => {
       expect(counts.published + counts.failed).toBe(10)
       expect(counts.failed).toBeGreaterThanOrEqual(7)
       yield* Effect.sleep("5 millis")
-      expect((yield* Queue.takeAll(tail)).length).toBe(counts.published)
+      expect([...(yield* Queue.takeAll(tail.queue))].flatMap((piece) => piece.events).length).toBe(counts.published)
     }).pipe(
       Effect.scoped,
       Effect.provide(Broker.Default.pipe(Layer.provide(configLayer({ ANNOUNCE_BUFFER_EVENTS: "2" }))))
@@ -173,7 +212,7 @@ plainDescribe.skipIf(skipWithoutPostgres)(`live tail with the in-process broker$
   let agg: Spawned
   beforeAll(async () => {
     db = await freshDatabase("tail")
-    agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_HEARTBEAT_MS: "100" }, await freePort())
+    agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_HEARTBEAT_MS: "100", STREAM_MAX_CLIENTS: "2" }, await freePort())
     await waitFor(`${agg.url}/ready`)
   })
   afterAll(async () => {
@@ -224,6 +263,24 @@ plainDescribe.skipIf(skipWithoutPostgres)(`live tail with the in-process broker$
 
     all.close()
     orders.close()
+    await until("clients unsubscribed", async () => (await stats(agg.url)).stream_clients === 0)
+  })
+
+  plainIt("past STREAM_MAX_CLIENTS (2 here) a client gets a 429 JSON with Retry-After; a freed slot serves again", async () => {
+    const first = sseClient(`${agg.url}/events/stream`)
+    const second = sseClient(`${agg.url}/events/stream?topic=x`)
+    await Promise.all([first.ready, second.ready])
+    const refused = await fetch(`${agg.url}/events/stream`)
+    plainExpect(refused.status).toBe(429)
+    plainExpect(refused.headers.get("retry-after")).toMatch(/^\d+$/)
+    plainExpect(await refused.json()).toMatchObject({ error: "overloaded" })
+    second.close()
+    await until("one client left", async () => (await stats(agg.url)).stream_clients === 1)
+    const third = sseClient(`${agg.url}/events/stream`)
+    await third.ready
+    plainExpect(third.status).toBe(200)
+    first.close()
+    third.close()
     await until("clients unsubscribed", async () => (await stats(agg.url)).stream_clients === 0)
   })
 

@@ -87,6 +87,40 @@ for (const backend of backends) {
           expect(rest.map((e) => e.event_id)).toEqual(["k1"])
         }))
 
+      it.effect.prop(
+        "pages within a byte budget: at least one event, never past the budget otherwise; followed by `before` they list every event once, newest first",
+        [
+          fc.array(fc.integer({ min: 0, max: 20_000 }), { minLength: 0, maxLength: 60 }),
+          fc.integer({ min: 1, max: 80 }),
+          fc.integer({ min: 1, max: 60_000 })
+        ],
+        ([sizes, limit, maxBytes]) =>
+          Effect.gen(function*() {
+            const store = yield* EventStore
+            const topic = `page-${Math.random().toString(36).slice(2)}`
+            // inserted one at a time, so seq order is the key order
+            for (const [i, size] of sizes.entries()) {
+              yield* store.insertMany([ev(topic, i, { payload: JSON.stringify("p".repeat(size)) })])
+            }
+            const seen: Array<string> = []
+            let before: number | undefined
+            for (let pages = 0; ; pages++) {
+              expect(pages).toBeLessThanOrEqual(sizes.length + 1)
+              const { events, more } = yield* store.page({ topic, limit, maxBytes, ...(before !== undefined ? { before } : {}) })
+              expect(events.length).toBeLessThanOrEqual(limit)
+              // each event counts as its payload's JSON text plus 256 bytes for the other fields
+              const bytes = events.reduce((sum, e) => sum + JSON.stringify(e.payload).length + 256, 0)
+              if (events.length > 1) expect(bytes).toBeLessThanOrEqual(maxBytes)
+              seen.push(...events.map((e) => e.event_id))
+              if (!more) break
+              expect(events.length).toBeGreaterThan(0)
+              before = events[events.length - 1].seq
+            }
+            expect(seen).toEqual(sizes.map((_, i) => `k${i}`).reverse())
+          }),
+        { fastCheck: { numRuns: 12 } }
+      )
+
       it.effect("a transaction that fails stores nothing and does not move the total", () =>
         Effect.gen(function*() {
           const store = yield* EventStore

@@ -78,6 +78,21 @@ describe.skipIf(skipWithoutPostgres)(`aggregator process${withoutPostgresNote}`,
     expect(await agg.exited).toBe(0)
   })
 
+  it("SIGTERM with Redis unreachable since start-up: exits, code 0", async () => {
+    // Port 1: nothing listens, so the broker's connections never come up.
+    const agg = spawnAggregator(
+      { DATABASE_URL: db.url, REDIS_URL: "redis://127.0.0.1:1", SHUTDOWN_TIMEOUT_MS: "3000" },
+      await freePort()
+    )
+    await waitFor(`${agg.url}/ready`)
+    agg.child.kill("SIGTERM")
+    // Before the fix the process was still alive minutes later; 30 s is a generous bound, not a latency check.
+    const code = await Promise.race([agg.exited, new Promise<"alive">((r) => setTimeout(() => r("alive"), 30_000))])
+    if (code === "alive") agg.child.kill("SIGKILL")
+    expect(code).toBe(0)
+    expect(agg.output()).toMatch(/drained/)
+  })
+
   it("SIGTERM under load: in-flight requests complete, every 201 is in the database, exit code 0", async () => {
     const agg = spawnAggregator({ DATABASE_URL: db.url }, await freePort())
     await waitFor(`${agg.url}/ready`)

@@ -3,13 +3,13 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
-import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import { Redis, type RedisOptions } from "ioredis"
 import { randomUUID } from "node:crypto"
 import {
@@ -19,9 +19,43 @@ import {
   StoredEvent,
   type UptimeStats
 } from "../domain/Event.js"
+import { Overloaded } from "../domain/Errors.js"
 import { AggregatorConfig } from "./Config.js"
 import * as Metrics from "./Metrics.js"
 import { Stats } from "./Stats.js"
+
+/** Stored events as one live-tail client gets them: their Server-Sent Events frames, as bytes. */
+export interface Piece {
+  readonly events: ReadonlyArray<StoredEvent>
+  readonly bytes: Uint8Array
+}
+
+interface Client {
+  readonly topic: string | undefined
+  readonly queue: Queue.Queue<Piece>
+  /** events offered to the client and not yet taken by its writer */
+  pending: number
+}
+
+export const sseFrame = (e: StoredEvent) => `id: ${e.seq}\ndata: ${JSON.stringify(e)}\n\n`
+
+/** One batch of announced events, each encoded at most once, joined per audience on first use. */
+class Encoded {
+  private frames: Array<string> | undefined
+  private readonly pieces = new Map<string | undefined, Piece | undefined>()
+  constructor(readonly events: ReadonlyArray<StoredEvent>) {}
+  for(topic: string | undefined): Piece | undefined {
+    if (this.pieces.has(topic)) return this.pieces.get(topic)
+    const frames = (this.frames ??= this.events.map(sseFrame))
+    const chosen = topic === undefined ? this.events.map((_, i) => i) : this.events.flatMap((e, i) => e.topic === topic ? [i] : [])
+    const piece = chosen.length === 0 ? undefined : {
+      events: chosen.map((i) => this.events[i]),
+      bytes: Buffer.from(chosen.map((i) => frames[i]).join(""))
+    }
+    this.pieces.set(topic, piece)
+    return piece
+  }
+}
 
 /** How announcements leave this process and how the other replicas' counters are read. */
 interface Transport {
@@ -61,8 +95,11 @@ export const sumCounters = (own: ReplicaCounters, others: ReadonlyArray<ReplicaC
 // Reconnects by itself, backing off up to 2 s; with no offline queue a command fails at once while down.
 const retryStrategy = (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000)
 
-const inProcess = (hub: PubSub.PubSub<StoredEvent>): Transport => ({
-  publish: (events) => Effect.as(PubSub.publishAll(hub, events), 0),
+const inProcess = (heard: (events: ReadonlyArray<StoredEvent>) => void): Transport => ({
+  publish: (events) => Effect.sync(() => {
+    heard(events)
+    return 0
+  }),
   report: () => Effect.void,
   others: Effect.succeed(Option.some([])),
   withdraw: Effect.void
@@ -86,7 +123,10 @@ const connection = (url: string, name: string, options: RedisOptions) =>
       return redis
     }),
     (redis) =>
+      // A release runs uninterruptibly, and a timeout cannot cut an uninterruptible wait: `quit` on a
+      // connection that never came up waits forever unless the wait itself is made interruptible.
       Effect.tryPromise(() => redis.quit()).pipe(
+        Effect.interruptible,
         Effect.timeout(Duration.seconds(1)),
         Effect.ignore,
         Effect.ensuring(Effect.sync(() => redis.disconnect()))
@@ -97,16 +137,26 @@ const overRedis = (
   url: string,
   prefix: string,
   ttlMs: number,
-  hub: PubSub.PubSub<StoredEvent>
+  heard: (events: ReadonlyArray<StoredEvent>) => void
 ): Effect.Effect<Transport, never, Scope.Scope> =>
   Effect.gen(function*() {
     const replicaKey = `${prefix}stats:replica:${randomUUID()}`
     const pub = yield* connection(url, "publisher", { enableOfflineQueue: false, maxRetriesPerRequest: 0 })
     // The subscriber queues its PSUBSCRIBE until connected and subscribes again after every reconnect.
     const sub = yield* connection(url, "subscriber", { maxRetriesPerRequest: null })
+    // Messages read from one socket read arrive in one go: gather them, so clients get them as one write.
+    let arriving: Array<StoredEvent> = []
     sub.on("pmessage", (_pattern: string, _channel: string, message: string) => {
       const event = decodeEvent(message)
-      if (Option.isSome(event)) hub.unsafeOffer(event.value)
+      if (Option.isNone(event)) return
+      if (arriving.length === 0) {
+        setImmediate(() => {
+          const events = arriving
+          arriving = []
+          heard(events)
+        })
+      }
+      arriving.push(event.value)
     })
     yield* Effect.tryPromise(() => sub.psubscribe(`${escapeGlob(prefix)}events:*`)).pipe(
       Effect.timeout(REDIS_TIMEOUT),
@@ -115,7 +165,8 @@ const overRedis = (
     )
 
     const attempt = <A>(f: () => Promise<A>) =>
-      Effect.tryPromise(f).pipe(Effect.timeoutFail({ duration: REDIS_TIMEOUT, onTimeout: () => "timeout" }), Effect.option)
+      // interruptible, so the timeout also holds in the shutdown finalizer (which runs uninterruptibly)
+      Effect.tryPromise(f).pipe(Effect.interruptible, Effect.timeoutFail({ duration: REDIS_TIMEOUT, onTimeout: () => "timeout" }), Effect.option)
 
     const publish = (events: ReadonlyArray<StoredEvent>) => {
       if (pub.status !== "ready") return Effect.succeed(events.length)
@@ -169,16 +220,20 @@ export class Broker extends Effect.Service<Broker>()("Aggregator/Broker", {
   scoped: Effect.gen(function*() {
     const config = yield* AggregatorConfig
     const stats = yield* Stats
-    const hub = yield* PubSub.unbounded<StoredEvent>()
+    const clients = new Set<Client>()
+    // What the transport hears, in order, for the one fiber that fans it out to the clients.
+    const heardQueue = yield* Queue.unbounded<ReadonlyArray<StoredEvent>>()
+    const heard = (events: ReadonlyArray<StoredEvent>) => {
+      if (clients.size > 0 && events.length > 0) heardQueue.unsafeOffer(events)
+    }
     const buffer = yield* Queue.dropping<StoredEvent>(config.announceBufferEvents)
     let published = 0
     let failed = 0
-    let clients = 0
     yield* Metrics.register(Metrics.announcedOk, Metrics.announcedFailed)
 
     const transport = yield* Option.match(config.redisUrl, {
-      onNone: () => Effect.succeed(inProcess(hub)),
-      onSome: (url) => overRedis(Redacted.value(url), config.redisPrefix, config.clusterStatsTtlMs, hub)
+      onNone: () => Effect.succeed(inProcess(heard)),
+      onSome: (url) => overRedis(Redacted.value(url), config.redisPrefix, config.clusterStatsTtlMs, heard)
     })
 
     const send = (events: ReadonlyArray<StoredEvent>) =>
@@ -228,43 +283,63 @@ export class Broker extends Effect.Service<Broker>()("Aggregator/Broker", {
         }
       })
 
+    // Each batch is encoded once for every client: all of it joined for clients of every topic, and
+    // once a topic for clients of that topic. A client that would fall more than
+    // `streamClientBufferEvents` behind is dropped (its queue shuts down, which ends its stream; whoever
+    // serves it must then let it go even if stuck writing to it).
+    const fanOut = (events: ReadonlyArray<StoredEvent>) =>
+      Effect.suspend(() => {
+        const batch = new Encoded(events)
+        const dropped: Array<Client> = []
+        for (const client of clients) {
+          const piece = batch.for(client.topic)
+          if (piece === undefined) continue
+          if (client.pending + piece.events.length > config.streamClientBufferEvents) {
+            dropped.push(client)
+            continue
+          }
+          client.pending += piece.events.length
+          client.queue.unsafeOffer(piece)
+        }
+        for (const client of dropped) clients.delete(client)
+        return Effect.forEach(dropped, (client) => Queue.shutdown(client.queue), { discard: true })
+      })
+
+    yield* Queue.takeBetween(heardQueue, 1, Number.MAX_SAFE_INTEGER).pipe(
+      Effect.flatMap((batches) => fanOut(Chunk.toReadonlyArray(batches).flat())),
+      Effect.forever,
+      Effect.forkScoped
+    )
+
     /**
-     * A bounded queue of the events announced from now on (one topic or all), for one client. When the
-     * client falls `streamClientBufferEvents` behind, it is dropped: it leaves the hub at once (the hub
-     * keeps every event until each subscriber has taken it) and its queue shuts down, which ends its
-     * stream; whoever serves the client must then let it go even if it is stuck writing to it.
+     * The events announced from now on (one topic or all), for one live-tail client: `frames` is their
+     * Server-Sent Events text, ending when the client is dropped for falling behind. Past
+     * STREAM_MAX_CLIENTS it fails with Overloaded.
      */
     const subscribe = (topic: string | undefined) =>
       Effect.gen(function*() {
-        const subscription = yield* PubSub.subscribe(hub)
-        const mine = yield* Effect.acquireRelease(
-          Queue.dropping<StoredEvent>(config.streamClientBufferEvents),
-          Queue.shutdown
-        )
-        yield* Effect.acquireRelease(Effect.sync(() => clients++), () => Effect.sync(() => clients--))
-        const drop = Queue.shutdown(subscription).pipe(Effect.zipRight(Queue.shutdown(mine)), Effect.zipRight(Effect.interrupt))
-        yield* Queue.take(subscription).pipe(
-          Effect.flatMap((first) => Effect.map(Queue.takeAll(subscription), (rest) => [first, ...rest])),
-          Effect.flatMap((events) =>
-            Effect.suspend(() => {
-              for (const e of events) {
-                if (topic !== undefined && e.topic !== topic) continue
-                if (!mine.unsafeOffer(e)) return drop
-              }
-              return Effect.void
-            })
-          ),
-          Effect.forever,
-          Effect.forkScoped
-        )
-        return mine as Queue.Dequeue<StoredEvent>
+        if (clients.size >= config.streamMaxClients) {
+          return yield* new Overloaded({
+            message: `this replica serves at most ${config.streamMaxClients} live-tail clients; retry later`
+          })
+        }
+        const queue = yield* Effect.acquireRelease(Queue.unbounded<Piece>(), Queue.shutdown)
+        const client: Client = { topic, queue, pending: 0 }
+        yield* Effect.acquireRelease(Effect.sync(() => clients.add(client)), () => Effect.sync(() => clients.delete(client)))
+        return {
+          queue: queue as Queue.Dequeue<Piece>,
+          frames: Stream.fromQueue(queue).pipe(Stream.map((piece) => {
+            client.pending -= piece.events.length
+            return piece.bytes
+          }))
+        }
       })
 
     return {
       announce,
       subscribe,
       announcements,
-      streamClients: Effect.sync(() => clients),
+      streamClients: Effect.sync(() => clients.size),
       /** This replica's counters summed with every live replica's; this one alone when they cannot be read. */
       cluster: Effect.gen(function*() {
         const own = yield* counters

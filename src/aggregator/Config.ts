@@ -50,6 +50,17 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       ),
       dbPoolSize: yield* positiveInt("DB_POOL_SIZE", 10),
       maxBodyBytes: yield* positiveInt("MAX_BODY_BYTES", 1024 * 1024),
+      // a client must send its headers within HEADERS_TIMEOUT_MS and its whole request within REQUEST_TIMEOUT_MS (else 408)
+      headersTimeoutMs: yield* positiveInt("HEADERS_TIMEOUT_MS", 10_000),
+      requestTimeoutMs: yield* positiveInt("REQUEST_TIMEOUT_MS", 30_000),
+      // open connections beyond this are closed as they arrive
+      maxConnections: yield* positiveInt("MAX_CONNECTIONS", 2_048),
+      // after an answer given before the body arrived (413, 401…), the rest is read and discarded for at most
+      // this long and this many bytes before the connection closes, so the client reads the answer, not a reset
+      lingerMs: yield* positiveInt("LINGER_MS", 5_000),
+      lingerMaxBytes: yield* positiveInt("LINGER_MAX_BYTES", 64 * 1024 * 1024),
+      // request bodies still arriving may hold at most this much memory together (429 beyond it)
+      bodyBufferBytes: yield* positiveInt("BODY_BUFFER_BYTES", 64 * 1024 * 1024),
       maxBatchEvents: yield* positiveInt("MAX_BATCH_EVENTS", 1000),
       maxPayloadBytes: yield* positiveInt("MAX_PAYLOAD_BYTES", 64 * 1024),
       // a body without Content-Type is a 415 unless this is on (then it is read as JSON, as the Python service did)
@@ -73,7 +84,13 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       // prepended to every Redis key and channel, so deployments (or test runs) can share one Redis
       redisPrefix: yield* Config.string("REDIS_PREFIX").pipe(Config.withDefault("")),
       announceBufferEvents: yield* positiveInt("ANNOUNCE_BUFFER_EVENTS", 10_000),
+      // a GET /events answer stops at about this many bytes (at least one event); X-Next-Before continues it
+      listMaxBytes: yield* positiveInt("LIST_MAX_BYTES", 1024 * 1024),
       streamHeartbeatMs: yield* positiveInt("STREAM_HEARTBEAT_MS", 15_000),
+      // live-tail clients a replica serves at once; more are answered 429
+      streamMaxClients: yield* positiveInt("STREAM_MAX_CLIENTS", 1_000),
+      // with API_KEYS set, also the event reads (GET /events, /events/stream, /events/:topic/:event_id) need a key
+      readsNeedKey: yield* Config.boolean("READS_NEED_KEY").pipe(Config.withDefault(false)),
       streamClientBufferEvents: yield* positiveInt("STREAM_CLIENT_BUFFER_EVENTS", 1_000),
       clusterStatsIntervalMs: yield* positiveInt("CLUSTER_STATS_INTERVAL_MS", 2_000),
       clusterStatsTtlMs: yield* positiveInt("CLUSTER_STATS_TTL_MS", 10_000),

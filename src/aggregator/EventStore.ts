@@ -156,6 +156,56 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
           LIMIT ${options.limit}`
       ).pipe(Effect.map((rows) => rows.map(toStored)), Effect.withSpan("EventStore.list"))
 
+    /**
+     * Like `list`, within about `maxBytes` of payload (and at least one event): the sizes are read first,
+     * a few rows at a time, so an oversized listing never leaves the database. A payload's size is its
+     * decompressed jsonb size (`|| '{}'` builds it in memory), several times cheaper than rendering it
+     * as text; it matches the JSON text closely except for strings full of escapes, which it undercounts. `more` tells whether older
+     * events may follow (continue with `before` = the last seq).
+     */
+    const page = (options: { readonly topic?: string; readonly limit: number; readonly before?: number; readonly maxBytes: number }) =>
+      db.use((sql) =>
+        Effect.gen(function*() {
+          const filter = sql`
+            ${options.topic !== undefined ? sql`AND topic = ${options.topic}` : sql``}`
+          let total = 0
+          let upTo: number | undefined = options.before
+          let first: number | undefined
+          let last: number | undefined
+          let cut = false
+          let counted = 0
+          // Small steps, sized by what is left of the budget at the average size so far: reading sizes
+          // detoasts the payloads, so it reads little more than the page will hold.
+          for (let step = 32; counted < options.limit && !cut; step = Math.ceil(1.25 * (options.maxBytes - total) / (total / counted)) + 1) {
+            const want = Math.min(step, options.limit - counted)
+            const sizes = yield* sql<{ seq: string | number; size: number }>`
+              SELECT seq, coalesce(pg_column_size(payload || '{}'::jsonb), 0) + 256 AS size FROM events
+              WHERE true ${filter} ${upTo !== undefined ? sql`AND seq < ${upTo}` : sql``}
+              ORDER BY seq DESC LIMIT ${want}`
+            for (const row of sizes) {
+              if (counted > 0 && total + Number(row.size) > options.maxBytes) {
+                cut = true
+                break
+              }
+              total += Number(row.size)
+              counted++
+              last = Number(row.seq)
+              first ??= last
+            }
+            if (sizes.length < want) break
+            upTo = last
+          }
+          if (first === undefined || last === undefined) return { events: [] as Array<StoredEvent>, more: false }
+          const rows = yield* sql<Row>`
+            SELECT seq, topic, event_id, ${sql.literal(utcText(`"timestamp"`))} AS "timestamp", source, payload,
+                   ${sql.literal(utcText("received_at"))} AS received_at
+            FROM events
+            WHERE seq <= ${first} AND seq >= ${last} ${filter}
+            ORDER BY seq DESC`
+          return { events: rows.map(toStored), more: cut || counted === options.limit }
+        })
+      ).pipe(Effect.withSpan("EventStore.page"))
+
     const get = (topic: string, eventId: string) =>
       db.use((sql) =>
         sql<Row>`
@@ -167,6 +217,6 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
     const totalRows = db.use((sql) => sql<{ total: string }>`SELECT coalesce(sum(total), 0)::int8 AS total FROM event_totals`)
       .pipe(Effect.map((rows) => Number(rows[0]?.total ?? 0)), Effect.withSpan("EventStore.totalRows"))
 
-    return { insertMany, list, get, totalRows } as const
+    return { insertMany, list, page, get, totalRows } as const
   })
 }) {}

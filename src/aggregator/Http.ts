@@ -6,10 +6,10 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import * as Cause from "effect/Cause"
-import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -17,6 +17,7 @@ import * as Queue from "effect/Queue"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AggregatorApi, Authorization, DEFAULT_LIST_LIMIT } from "../domain/Api.js"
@@ -30,7 +31,7 @@ import {
   UnsupportedMediaType,
   ValidationFailed
 } from "../domain/Errors.js"
-import type { BatchItemResult, StoredEvent } from "../domain/Event.js"
+import type { BatchItemResult } from "../domain/Event.js"
 import { ClientGone, readJsonBody } from "./Body.js"
 import { Broker } from "./Broker.js"
 import { AggregatorConfig } from "./Config.js"
@@ -137,8 +138,6 @@ const field = (item: unknown, name: string): string | null => {
   return typeof v === "string" ? v : null
 }
 
-const sseFrame = (e: StoredEvent) => `id: ${e.seq}\ndata: ${JSON.stringify(e)}\n\n`
-
 const invalid = (issues: ReadonlyArray<{ readonly path: string; readonly message: string }>, what = "the request") =>
   new ValidationFailed({ message: `${what} is invalid (${issues.length} issue${issues.length === 1 ? "" : "s"})`, issues })
 
@@ -155,29 +154,31 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
     const broker = yield* Broker
     const draining = yield* Draining
 
-    // The first line is written once the subscription exists: nothing stored after it is missed. Every
-    // stream ends when shutdown begins. A client that falls behind is dropped: its queue shuts down, and
-    // as the writer may be stuck waiting for a socket the client no longer reads (a stream that is not
-    // pulled cannot end), the connection is destroyed, which also ends the response.
+    // The client is subscribed before its answer starts, so nothing stored after the first line is
+    // missed, and one past STREAM_MAX_CLIENTS gets a 429 instead. Every stream ends when shutdown begins.
+    // A client that falls behind is dropped: its frames end, and as the writer may be stuck waiting for a
+    // socket the client no longer reads (a stream that is not pulled cannot end), the connection is
+    // destroyed, which also ends the response. Frames come encoded once for all clients (Broker).
+    const subscribed = new TextEncoder().encode(": subscribed\n\n")
+    const heartbeat = new TextEncoder().encode(":\n\n")
     const liveTail = (topic: string | undefined, connection: { readonly destroy: () => void }) =>
-      Stream.unwrapScoped(Effect.gen(function*() {
-        const queue = yield* broker.subscribe(topic)
-        // forked after subscribing, so interrupted before the queue's own release shuts it down
-        yield* Queue.awaitShutdown(queue).pipe(
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const tail = yield* broker.subscribe(topic).pipe(Scope.extend(scope), Effect.tapError(() => Scope.close(scope, Exit.void)))
+        yield* Queue.awaitShutdown(tail.queue).pipe(
           Effect.zipRight(Effect.sync(() => connection.destroy())),
-          Effect.forkScoped
+          Effect.forkIn(scope)
         )
-        return Stream.make(": subscribed\n\n").pipe(
+        return Stream.make(subscribed).pipe(
           Stream.concat(Stream.merge(
-            Stream.fromQueue(queue).pipe(Stream.mapChunks((events) => Chunk.of(Chunk.join(Chunk.map(events, sseFrame), "")))),
-            Stream.fromSchedule(Schedule.spaced(Duration.millis(config.streamHeartbeatMs))).pipe(Stream.as(":\n\n")),
+            tail.frames,
+            Stream.fromSchedule(Schedule.spaced(Duration.millis(config.streamHeartbeatMs))).pipe(Stream.as(heartbeat)),
             { haltStrategy: "left" }
-          ))
+          )),
+          Stream.interruptWhen(draining.started),
+          Stream.ensuring(Scope.close(scope, Exit.void))
         )
-      })).pipe(
-        Stream.interruptWhen(draining.started),
-        Stream.encodeText
-      )
+      })
 
     const storedOne = { processed: 1, duplicates: 0, rejected: 0 } as const
     const duplicateOne = { processed: 0, duplicates: 1, rejected: 0 } as const
@@ -263,23 +264,34 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
     return handlers
       .handleRaw("publish", ({ request }) => publishOne(request), { uninterruptible: true })
       .handleRaw("publishBatch", ({ request }) => publishBatch(request), { uninterruptible: true })
-      .handle("list", ({ urlParams }) =>
-        store.list({
-          limit: urlParams.limit ?? DEFAULT_LIST_LIMIT,
-          ...(urlParams.topic !== undefined ? { topic: urlParams.topic } : {}),
-          ...(urlParams.before !== undefined ? { before: urlParams.before } : {})
-        }))
+      // At most about LIST_MAX_BYTES a response; `X-Next-Before` carries the cursor whenever older events may follow.
+      .handle("list", ({ request, urlParams }) =>
+        Effect.map(
+          store.page({
+            limit: urlParams.limit ?? DEFAULT_LIST_LIMIT,
+            maxBytes: config.listMaxBytes,
+            ...(urlParams.topic !== undefined ? { topic: urlParams.topic } : {}),
+            ...(urlParams.before !== undefined ? { before: urlParams.before } : {})
+          }),
+          ({ events, more }) => {
+            if (more) NodeHttpServerRequest.toServerResponse(request).setHeader("x-next-before", String(events[events.length - 1].seq))
+            return events
+          }
+        ))
       .handleRaw("stream", ({ request, urlParams }) =>
-        Effect.succeed(HttpServerResponse.stream(liveTail(urlParams.topic, NodeHttpServerRequest.toServerResponse(request)), {
-          contentType: "text/event-stream",
-          headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
-        })))
+        Effect.map(liveTail(urlParams.topic, NodeHttpServerRequest.toServerResponse(request)), (frames) =>
+          HttpServerResponse.stream(frames, {
+            contentType: "text/event-stream",
+            headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
+          })))
       .handle("get", ({ path }) =>
         Effect.flatMap(store.get(path.topic, path.event_id), (event) =>
           event === undefined
             ? Effect.fail(new NotFound({ message: `no event ${path.event_id} in topic ${path.topic}` }))
             : Effect.succeed(event)))
   }))
+
+const readOnly = new Set(["GET", "HEAD", "OPTIONS"])
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest()
 
@@ -301,7 +313,10 @@ const bearerCheck = (keys: ReadonlyArray<Redacted.Redacted<string>>) => {
   }
 }
 
-/** The bearer check: the `Authorization` middleware of the routes that write, with `HttpApiSecurity.bearer`. */
+/**
+ * The bearer check: the `Authorization` middleware (with `HttpApiSecurity.bearer`) of the routes that write,
+ * and of the event reads when READS_NEED_KEY is on.
+ */
 export const AuthorizationLive = Layer.effect(
   Authorization,
   Effect.map(AggregatorConfig, (config) => {
@@ -310,6 +325,7 @@ export const AuthorizationLive = Layer.effect(
     return Authorization.of({
       apiKey: () =>
         Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+          if (!config.readsNeedKey && readOnly.has(request.method)) return Effect.void
           if (valid(request.headers["authorization"])) return Effect.void
           const missing = (request.headers["authorization"] ?? "").trim() === ""
           return Effect.fail(
@@ -395,17 +411,28 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
   { withContext: true }
 )
 
+// Swagger UI is all inline (its script, styles and the spec): nothing needs another origin.
+const docsPolicy = {
+  "content-security-policy":
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "x-content-type-options": "nosniff"
+}
+const noSniff = { "x-content-type-options": "nosniff" }
+
 /**
  * Adds the headers some statuses carry, after the framework has encoded the error: `Retry-After` on 429 and
  * 503, `WWW-Authenticate` on 401; `Connection: close` where the body was left unread (401, 413) and while
- * the server drains. A pre-response handler: it sees every answer just before it is written.
+ * the server drains; the documentation page's policy. A pre-response handler: it sees every answer just
+ * before it is written.
  */
 export const statusHeaders = (config: AggregatorConfig, draining: Draining): HttpApp.PreResponseHandler => {
   const retryAfter = String(config.retryAfterSeconds)
   return (request, response) => {
     const status = response.status
     let headers: Record<string, string> | undefined
-    if (status === 429 || status === 503) headers = { "retry-after": retryAfter }
+    if (request.url === "/docs" || request.url.startsWith("/docs?")) headers = docsPolicy
+    else if (request.url === "/openapi.json" || request.url.startsWith("/openapi.json?")) headers = noSniff
+    else if (status === 429 || status === 503) headers = { "retry-after": retryAfter }
     else if (status === 401) {
       const presented = (request.headers["authorization"] ?? "").trim() !== ""
       headers = {

@@ -61,9 +61,12 @@ export const DrainOnShutdownLive = Layer.scopedDiscard(
             clearInterval(idle)
           })
         })
+        // Interruptible, or the timeout could not cut it (finalizers run uninterruptibly). The drain leaves
+        // part of SHUTDOWN_TIMEOUT_MS for the batcher and the connections to close before ExitDeadlineLive.
         yield* closed.pipe(
+          Effect.interruptible,
           Effect.timeoutTo({
-            duration: Duration.millis(config.shutdownTimeoutMs),
+            duration: Duration.millis(config.shutdownTimeoutMs - Math.min(2_000, Math.floor(config.shutdownTimeoutMs / 4))),
             onSuccess: () => Effect.logInfo("drained"),
             onTimeout: () =>
               Effect.logWarning("shutdown timeout: closing remaining connections").pipe(
@@ -74,5 +77,25 @@ export const DrainOnShutdownLive = Layer.scopedDiscard(
         )
       })
     )
+  })
+)
+
+/**
+ * For the process only (not the in-process test server): once SIGTERM or SIGINT arrives, the process exits
+ * within SHUTDOWN_TIMEOUT_MS whatever a finalizer is still waiting for (a backend that never answers,
+ * say). Cutting it short loses nothing acknowledged: an event is answered only after its commit.
+ */
+export const ExitDeadlineLive = Layer.effectDiscard(
+  Effect.map(AggregatorConfig, (config) => {
+    const arm = () => {
+      setTimeout(() => {
+        process.stderr.write(
+          JSON.stringify({ message: "shutdown deadline passed: exiting", logLevel: "ERROR", timestamp: new Date().toISOString() }) + "\n"
+        )
+        process.exit(1)
+      }, config.shutdownTimeoutMs).unref()
+    }
+    process.once("SIGTERM", arm)
+    process.once("SIGINT", arm)
   })
 )

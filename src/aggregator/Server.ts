@@ -7,11 +7,11 @@ import * as HttpServer from "@effect/platform/HttpServer"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { createServer, ServerResponse } from "node:http"
 import { AggregatorApi } from "../domain/Api.js"
 import { Batcher } from "./Batcher.js"
 import { Broker } from "./Broker.js"
 import { AggregatorConfig } from "./Config.js"
+import { makeServer } from "./Connections.js"
 import { Database } from "./Database.js"
 import { EventStore } from "./EventStore.js"
 import { ApiMiddlewareLive, AuthorizationLive, EventsLive, HealthLive, OperationsLive, statusHeaders } from "./Http.js"
@@ -46,27 +46,10 @@ export const ServeLive = Layer.unwrapEffect(
   })
 )
 
-/**
- * A response whose `end` callback also runs when the client has already gone. Node registers that callback
- * on 'finish', which a destroyed response never emits, and the platform waits for it: without this every
- * request whose client left before its answer (a timeout during a slow commit, say) left its fiber waiting
- * forever.
- */
-class AnsweringResponse extends ServerResponse {
-  override end(...args: Array<any>): this {
-    if (this.destroyed) {
-      const callback = args.find((a) => typeof a === "function")
-      if (callback !== undefined) process.nextTick(callback)
-      return this
-    }
-    return (super.end as (...a: Array<any>) => this)(...args)
-  }
-}
-
 /** The Node HTTP server on the configured host and port. Closing it waits for in-flight requests. */
 export const NodeServerLive = Layer.unwrapEffect(
   Effect.map(AggregatorConfig, (config) => {
-    const server = createServer({ keepAliveTimeout: 5_000, ServerResponse: AnsweringResponse })
+    const server = makeServer(config)
     return Layer.merge(
       NodeHttpServer.layer(() => server, { port: config.port, host: config.host }),
       Layer.succeed(NodeServer, server)

@@ -5,6 +5,8 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import { withRequestIds } from "./Observe.js"
+import { AggregatorConfig } from "./Config.js"
+import { ExitDeadlineLive } from "./Lifecycle.js"
 import { AggregatorLive } from "./Server.js"
 
 const LoggingLive = Layer.unwrapEffect(
@@ -19,6 +21,7 @@ const LoggingLive = Layer.unwrapEffect(
 )
 
 AggregatorLive.pipe(
+  Layer.merge(ExitDeadlineLive.pipe(Layer.provide(AggregatorConfig.Default))),
   Layer.provide(LoggingLive),
   Layer.launch,
   Effect.annotateLogs("service", "aggregator"),

@@ -94,7 +94,8 @@ function documentResponses(spec: Record<string, any>): Record<string, any> {
         delete responses["413"]
         delete responses["415"]
       }
-      if (responses["401"] !== undefined) operation.security = [{ apiKey: [] }]
+      // the event reads need a key only with READS_NEED_KEY on: for them the key is optional
+      if (responses["401"] !== undefined) operation.security = method === "get" ? [{}, { apiKey: [] }] : [{ apiKey: [] }]
       if (responses["405"] !== undefined) {
         responses["405"].headers = { Allow: { description: "The methods this path takes", schema: { type: "string" } } }
       }
@@ -121,7 +122,8 @@ function documentResponses(spec: Record<string, any>): Record<string, any> {
       apiKey: {
         type: "http",
         scheme: "bearer",
-        description: "One of the keys in the server's API_KEYS. Needed only when API_KEYS is set."
+        description: "One of the keys in the server's API_KEYS. Needed only when API_KEYS is set, and on the event " +
+          "reads only when READS_NEED_KEY is also on."
       }
     }
   }
@@ -129,8 +131,9 @@ function documentResponses(spec: Record<string, any>): Record<string, any> {
 }
 
 /**
- * The bearer check on the routes that write. With no API keys configured it lets everything through; with
- * keys, a request without one of them is a 401 before its body is read.
+ * The bearer check on the routes that write and on the event reads. With no API keys configured it lets
+ * everything through; with keys, a write without one of them is a 401 before its body is read, and so is an
+ * event read when READS_NEED_KEY is on.
  */
 export class Authorization extends HttpApiMiddleware.Tag<Authorization>()("Authorization", {
   failure: Unauthorized,
@@ -184,6 +187,7 @@ export class EventsGroup extends HttpApiGroup.make("events")
       .setUrlParams(ListParams)
       .addSuccess(Schema.Array(StoredEvent).annotations({ description: "Stored events, newest first" }))
       .addError(StorageUnavailable)
+      .middleware(Authorization)
   )
   .add(
     HttpApiEndpoint.get("stream", "/events/stream")
@@ -194,6 +198,8 @@ export class EventsGroup extends HttpApiGroup.make("events")
             "`data: <StoredEvent JSON>`; `:` comment lines as heartbeats. A client that falls behind is disconnected."
         })
       )
+      .addError(Overloaded)
+      .middleware(Authorization)
   )
   .add(
     HttpApiEndpoint.get("get", "/events/:topic/:event_id")
@@ -201,6 +207,7 @@ export class EventsGroup extends HttpApiGroup.make("events")
       .addSuccess(StoredEvent)
       .addError(NotFound)
       .addError(StorageUnavailable)
+      .middleware(Authorization)
   )
 {}
 
