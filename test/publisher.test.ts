@@ -171,7 +171,10 @@ const summaryOf = (c: Counts): Summary => ({
   latency_ms: null,
   failure_reasons: {},
   retry_causes: {},
-  verification: null
+  verification: null,
+  send_cpu_seconds: 0.2,
+  startup_seconds: 0.5,
+  wrapup_seconds: 0.1
 })
 
 describe("verification arithmetic", () => {

@@ -6,7 +6,6 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import { makeClient } from "../client/Client.js"
-import type { EventInput } from "../domain/Event.js"
 import { PublisherSettings } from "./Cli.js"
 import type { AttemptFailure } from "./Retry.js"
 
@@ -70,7 +69,10 @@ export const toAttemptFailure = (error: unknown): AttemptFailure => {
 
 const timedOut: AttemptFailure = { _tag: "Timeout" }
 
-/** One aggregator, reached through the client derived from the shared API; every call is one timed attempt. */
+/**
+ * One aggregator's reads, through the client derived from the shared API; every call is one timed attempt.
+ * The events themselves go out through the send loop (`SendLoop.ts`).
+ */
 export class Aggregator extends Effect.Service<Aggregator>()("Publisher/Aggregator", {
   effect: Effect.gen(function*() {
     const settings = yield* PublisherSettings
@@ -93,9 +95,6 @@ export class Aggregator extends Effect.Service<Aggregator>()("Publisher/Aggregat
       stats: attempt(client.health.stats()),
       /** The storage sequence number of the newest stored event (0 when there is none). */
       newestSeq: attempt(client.events.list({ urlParams: { limit: 1 } })).pipe(Effect.map((rows) => rows[0]?.seq ?? 0)),
-      publish: (event: EventInput) =>
-        attempt(client.events.publish({ payload: event })).pipe(Effect.map((answer) => answer.status)),
-      publishBatch: (events: ReadonlyArray<EventInput>) => attempt(client.events.publishBatch({ payload: { events } })),
       lookup: (topic: string, eventId: string) =>
         attempt(client.events.get({ path: { topic, event_id: eventId } })).pipe(
           Effect.map(Option.some),
