@@ -8,8 +8,8 @@ import {
   retryDelay
 } from "./Retry.js"
 import type { Answer as Answered, Tally } from "./Tally.js"
-import { Connection, postText, type Answer, type Target, type WireFailure } from "./Wire.js"
-import type { Cursor, Workload } from "./Workload.js"
+import { type Answer, Connection, RequestBuffer, type Target, type WireFailure } from "./Wire.js"
+import { type Cursor, Workload } from "./Workload.js"
 
 export interface LoopOptions {
   readonly mode: "single" | "batch"
@@ -90,7 +90,7 @@ export const readBatchAnswer = (answer: Answer): ReadonlyArray<BatchItem> | Atte
 export const countBatchAnswer = (
   tally: Tally,
   keys: ArrayLike<number>,
-  topics: ReadonlyArray<string>,
+  topic: (index: number) => string,
   eventId: (key: number) => string,
   results: ReadonlyArray<BatchItem>
 ): void => {
@@ -99,7 +99,7 @@ export const countBatchAnswer = (
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]
     const r = byIndex[i]
-    if (r === undefined || r.topic !== topics[i] || r.event_id !== eventId(key)) {
+    if (r === undefined || r.topic !== topic(i) || r.event_id !== eventId(key)) {
       // the server decided it, but the answer does not say how
       tally.unanswered(1)
       tally.failed(key, "batch answer did not account for the event")
@@ -114,16 +114,20 @@ export const countBatchAnswer = (
 /** One request slot: a connection and the request it is working through, retries included. */
 class Slot {
   readonly connection: Connection
-  keys: Int32Array
-  readonly topics: Array<string> = []
+  readonly request: RequestBuffer
+  readonly keys: Int32Array
+  /** Topic numbers, not names: strings kept across a request would outlive young-generation collections. */
+  readonly topics: Int32Array
   count = 0
-  text = ""
+  bytes: Uint8Array = new Uint8Array(0)
   started = 0
   retry = 0
 
-  constructor(target: Target, size: number) {
+  constructor(target: Target, path: string, size: number) {
     this.connection = new Connection(target)
+    this.request = new RequestBuffer(target, path)
     this.keys = new Int32Array(size)
+    this.topics = new Int32Array(size)
   }
 }
 
@@ -131,7 +135,7 @@ class Slot {
  * The send loop: `concurrency` slots, each with its own keep-alive connection, each taking the next send
  * (or the next `batchSize` of them) from the workload's cursor, encoding it, and sending it until it is
  * answered or given up, with the same retry rules as every other request (see `Retry.ts`). Plain callbacks
- * on sockets and timers: no allocation per request beyond the request text and the parsed answer.
+ * on sockets and timers; each request is written into its slot's reused buffer.
  */
 export class SendLoop {
   readonly #cursor: Cursor
@@ -159,7 +163,7 @@ export class SendLoop {
     const slots = Math.max(1, Math.min(this.options.concurrency, requests))
     this.#active = slots
     for (let i = 0; i < slots; i++) {
-      const slot = new Slot(this.options.target, perRequest)
+      const slot = new Slot(this.options.target, this.options.mode === "single" ? "/publish" : "/publish/batch", perRequest)
       this.#slots.push(slot)
       this.#guard(() => this.#next(slot))
     }
@@ -202,29 +206,31 @@ export class SendLoop {
     const cursor = this.#cursor
     const index = cursor.position
     const workload = this.workload
-    let body: string
+    const request = slot.request
+    request.begin()
     if (this.options.mode === "single") {
       const key = cursor.next()
       if (key === -1) return this.#slotDone()
       slot.keys[0] = key
       slot.count = 1
-      body = workload.encoded(key)
+      request.append(workload.encoded(key))
     } else {
       let count = 0
-      body = `{"events":[`
+      request.append(`{"events":[`)
       for (; count < this.options.batchSize; count++) {
         const key = cursor.next()
         if (key === -1) break
         const f = workload.fields(key)
         slot.keys[count] = key
-        slot.topics[count] = f.topic
-        body += count === 0 ? workload.encoded(key, f) : `,${workload.encoded(key, f)}`
+        slot.topics[count] = f.topicNumber
+        if (count > 0) request.append(",")
+        request.append(workload.encoded(key, f))
       }
       if (count === 0) return this.#slotDone()
       slot.count = count
-      body += "]}"
+      request.append("]}")
     }
-    slot.text = postText(this.options.target, this.options.mode === "single" ? "/publish" : "/publish/batch", body)
+    slot.bytes = request.finish()
     slot.retry = 0
     const rate = this.options.rate
     const wait = rate === undefined ? 0 : this.#begun + (index * 1000) / rate - performance.now()
@@ -244,7 +250,7 @@ export class SendLoop {
   }
 
   #attempt(slot: Slot): void {
-    slot.connection.request(slot.text, this.options.timeoutMs, (failure, answer) =>
+    slot.connection.request(slot.bytes, this.options.timeoutMs, (failure, answer) =>
       this.#guard(() => this.#answered(slot, failure, answer)))
   }
 
@@ -264,7 +270,7 @@ export class SendLoop {
     if (Array.isArray(outcome)) {
       tally.latency(performance.now() - slot.started)
       const keys = slot.keys.subarray(0, slot.count)
-      countBatchAnswer(tally, keys, slot.topics, (key) => this.workload.eventId(key), outcome)
+      countBatchAnswer(tally, keys, (i) => Workload.topicNamed(slot.topics[i]), (key) => this.workload.eventId(key), outcome)
       return this.#next(slot)
     }
     const attemptFailure = outcome as AttemptFailure

@@ -39,10 +39,48 @@ export const targetOf = (url: string, apiKey: string | undefined): Target => {
   }
 }
 
-/** The text of a POST of a JSON body: head and body in one write. */
-export const postText = (target: Target, path: string, body: string): string =>
-  `POST ${target.basePath}${path} HTTP/1.1\r\n${target.headLines}Content-Type: application/json\r\n` +
-  `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+const HEAD_ROOM = 1024
+
+/**
+ * One POST of a JSON body at a time, written into a buffer that is reused from request to request: the body
+ * goes in piece by piece after room kept for the head, which is written last, right before it, once the
+ * length is known. A batch of events is thus never one large string (those live until a full collection).
+ * A request's bytes must not be needed any more when the next one begins: the send loop begins the next
+ * only after the answer to the last, or after giving up on it.
+ */
+export class RequestBuffer {
+  #buf: Buffer
+  #at = HEAD_ROOM
+
+  constructor(readonly target: Target, readonly path: string, size = 16 * 1024) {
+    this.#buf = Buffer.allocUnsafe(Math.max(size, 2 * HEAD_ROOM))
+  }
+
+  begin(): void {
+    this.#at = HEAD_ROOM
+  }
+
+  append(text: string): void {
+    // at most 3 bytes a UTF-16 unit
+    if (this.#buf.length - this.#at < 3 * text.length) {
+      const grown = Buffer.allocUnsafe(Math.max(2 * this.#buf.length, this.#at + 3 * text.length))
+      this.#buf.copy(grown, 0, 0, this.#at)
+      this.#buf = grown
+    }
+    this.#at += this.#buf.write(text, this.#at, "utf8")
+  }
+
+  /** The whole request: head and body, in one piece of the buffer. */
+  finish(): Buffer {
+    const head = `POST ${this.target.basePath}${this.path} HTTP/1.1\r\n${this.target.headLines}` +
+      `Content-Type: application/json\r\nContent-Length: ${this.#at - HEAD_ROOM}\r\n\r\n`
+    const size = Buffer.byteLength(head)
+    const body = this.#buf.subarray(HEAD_ROOM, this.#at)
+    if (size > HEAD_ROOM) return Buffer.concat([Buffer.from(head), body])
+    this.#buf.write(head, HEAD_ROOM - size, "utf8")
+    return this.#buf.subarray(HEAD_ROOM - size, this.#at)
+  }
+}
 
 /** A connection unused this long is replaced rather than reused: the server may be closing it just now. */
 const IDLE_LIMIT_MS = 2_000
@@ -150,8 +188,8 @@ export class Connection {
 
   constructor(readonly target: Target) {}
 
-  /** Sends `text` (a whole request) and calls `done` exactly once: with the answer, or why there was none. */
-  request(text: string, timeoutMs: number, done: Done): void {
+  /** Sends `bytes` (a whole request) and calls `done` exactly once: with the answer, or why there was none. */
+  request(bytes: Uint8Array, timeoutMs: number, done: Done): void {
     if (this.#done !== undefined) throw new Error("Connection.request: a request is already in flight")
     const now = performance.now()
     if (this.#socket !== undefined && now - this.#lastUsed > IDLE_LIMIT_MS) this.#drop()
@@ -159,7 +197,7 @@ export class Connection {
     this.#done = done
     this.#deadline = now + timeoutMs
     if (this.#timer === undefined) this.#timer = setTimeout(this.#check, timeoutMs).unref()
-    socket.write(text)
+    socket.write(bytes)
   }
 
   /** Ends the connection; a request in flight is dropped without an answer. */

@@ -53,6 +53,8 @@ const BASE_TIME = Date.UTC(2025, 0, 1)
 
 /** What varies between the events of a workload, drawn from the seed and the key. */
 export interface Fields {
+  /** The topic's number: the topic is `topic-<number>`. */
+  readonly topicNumber: number
   readonly topic: string
   readonly timestamp: string
   readonly user: string
@@ -87,8 +89,10 @@ export class Workload {
     const random = keyed(this.#seed, key)
     const micros = Math.floor(random() * 1000).toString().padStart(3, "0")
     const iso = new Date(BASE_TIME + key * 10 + Math.floor(random() * 10)).toISOString()
+    const topicNumber = Math.floor(random() * this.#topics)
     return {
-      topic: `topic-${Math.floor(random() * this.#topics)}`,
+      topicNumber,
+      topic: `topic-${topicNumber}`,
       timestamp: `${iso.slice(0, -1)}${micros}Z`,
       user: `user-${Math.floor(random() * 1000)}`,
       amount: Math.floor(random() * 100_000),
@@ -102,6 +106,11 @@ export class Workload {
 
   topic(key: number): string {
     return this.fields(key).topic
+  }
+
+  /** The topic of the topic number in `Fields`. */
+  static topicNamed(topicNumber: number): string {
+    return `topic-${topicNumber}`
   }
 
   /** The event of a key, as the aggregator's schema reads it. */
