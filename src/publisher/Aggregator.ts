@@ -102,5 +102,5 @@ export class Aggregator extends Effect.Service<Aggregator>()("Publisher/Aggregat
         )
     } as const
   }),
-  dependencies: [NodeHttpClient.layerUndici]
+  dependencies: [NodeHttpClient.layer]
 }) {}

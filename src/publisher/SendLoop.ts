@@ -154,19 +154,26 @@ export class SendLoop {
     this.#cursor = workload.cursor()
   }
 
-  /** Starts sending; `onDone` is called once, when every send is counted (or with an error on a bug). */
+  /**
+   * Opens every slot's connection, then starts sending, so the first requests do not pay for the handshakes
+   * (nor does `--rate`'s clock); `onDone` is called once, when every send is counted (or with an error on a bug).
+   */
   start(onDone: (error?: unknown) => void): void {
     this.#onDone = onDone
-    this.#begun = performance.now()
     const perRequest = this.options.mode === "single" ? 1 : this.options.batchSize
     const requests = Math.ceil(this.#cursor.remaining / perRequest)
     const slots = Math.max(1, Math.min(this.options.concurrency, requests))
-    this.#active = slots
     for (let i = 0; i < slots; i++) {
-      const slot = new Slot(this.options.target, this.options.mode === "single" ? "/publish" : "/publish/batch", perRequest)
-      this.#slots.push(slot)
-      this.#guard(() => this.#next(slot))
+      this.#slots.push(new Slot(this.options.target, this.options.mode === "single" ? "/publish" : "/publish/batch", perRequest))
     }
+    let opening = slots
+    const go = () => {
+      if (--opening > 0) return
+      this.#begun = performance.now()
+      this.#active = slots
+      for (const slot of this.#slots) this.#guard(() => this.#next(slot))
+    }
+    for (const slot of this.#slots) slot.connection.warm(() => this.#guard(go))
   }
 
   /** Stops: closes every connection and drops every timer; nothing more is counted. */

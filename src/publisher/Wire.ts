@@ -200,6 +200,19 @@ export class Connection {
     socket.write(bytes)
   }
 
+  /** Opens the connection ahead of the first request; `ready` is called once it is up or has failed. */
+  warm(ready: () => void): void {
+    const socket = this.#socket ?? this.#open()
+    if (!socket.connecting) return ready()
+    const settled = () => {
+      socket.off("connect", settled)
+      socket.off("close", settled)
+      ready()
+    }
+    socket.on("connect", settled)
+    socket.on("close", settled)
+  }
+
   /** Ends the connection; a request in flight is dropped without an answer. */
   close(): void {
     this.#closed = true
@@ -234,6 +247,7 @@ export class Connection {
     }
     socket.setNoDelay(true)
     this.#socket = socket
+    this.#lastUsed = performance.now()
     this.#buf = undefined
     this.#head = undefined
     socket.on("end", () => {
