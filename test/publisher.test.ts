@@ -174,7 +174,9 @@ const summaryOf = (c: Counts): Summary => ({
   verification: null,
   send_cpu_seconds: 0.2,
   startup_seconds: 0.5,
-  wrapup_seconds: 0.1
+  startup_cpu_seconds: 0.4,
+  wrapup_seconds: 0.1,
+  wrapup_cpu_seconds: 0.05
 })
 
 describe("verification arithmetic", () => {

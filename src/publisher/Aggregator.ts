@@ -3,6 +3,7 @@ import * as HttpClientError from "@effect/platform/HttpClientError"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import { makeClient } from "../client/Client.js"
@@ -102,5 +103,7 @@ export class Aggregator extends Effect.Service<Aggregator>()("Publisher/Aggregat
         )
     } as const
   }),
-  dependencies: [NodeHttpClient.layer]
+  // node:http rather than undici, whose WASM parser keeps V8 compiling in the background for seconds of the run;
+  // kept alive, so the verification's reads do not each open a connection
+  dependencies: [NodeHttpClient.layerWithoutAgent.pipe(Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: true })))]
 }) {}

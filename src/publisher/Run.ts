@@ -35,6 +35,11 @@ import { sample, Workload } from "./Workload.js"
 /** The run did not deliver or verify; the summary (already printed) says why. */
 export class PublishFailed extends Schema.TaggedError<PublishFailed>()("PublishFailed", { message: Schema.String }) {}
 
+const cpuNow = () => {
+  const { system, user } = process.cpuUsage()
+  return user + system
+}
+
 const note = (text: string) => Console.error(`publisher: ${text}`)
 
 const sameEvent = (sent: EventInput, stored: StoredEvent): boolean =>
@@ -74,7 +79,7 @@ const waitUntilReady = Effect.gen(function*() {
  */
 const send = (workload: Workload, tally: Tally, retry: RetryOptions) =>
   Effect.flatMap(PublisherSettings, (settings) =>
-    Effect.async<{ readonly first: number; readonly last: number }>((resume) => {
+    Effect.async<{ readonly first: number; readonly last: number; readonly firstCpu: number; readonly lastCpu: number }>((resume) => {
       const loop = new SendLoop(workload, tally, {
         mode: settings.mode,
         batchSize: settings.batchSize,
@@ -86,7 +91,12 @@ const send = (workload: Workload, tally: Tally, retry: RetryOptions) =>
         target: targetOf(settings.url, Option.getOrUndefined(Option.map(settings.apiKey, Redacted.value)))
       })
       loop.start((error) => resume(
-        error === undefined ? Effect.succeed({ first: loop.firstRequestAt, last: loop.lastAnswerAt }) : Effect.die(error)
+        error === undefined ? Effect.succeed({
+          first: loop.firstRequestAt,
+          last: loop.lastAnswerAt,
+          firstCpu: loop.firstRequestCpu,
+          lastCpu: loop.lastAnswerCpu
+        }) : Effect.die(error)
       ))
       return Effect.sync(() => loop.close())
     }))
@@ -236,7 +246,9 @@ const program = Effect.gen(function*() {
     verification,
     send_cpu_seconds: Math.round((cpu.user + cpu.system) / 1000) / 1000,
     startup_seconds: Math.round(sent.first) / 1000,
-    wrapup_seconds: Math.round(performance.now() - sent.last) / 1000
+    startup_cpu_seconds: Math.round(sent.firstCpu / 1000) / 1000,
+    wrapup_seconds: Math.round(performance.now() - sent.last) / 1000,
+    wrapup_cpu_seconds: Math.round((cpuNow() - sent.lastCpu) / 1000) / 1000
   }
   const ok = succeeded(summary)
   yield* Console.log(settings.json ? JSON.stringify({ ok, ...summary }, null, 2) : formatSummary(summary))

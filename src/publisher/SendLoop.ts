@@ -23,6 +23,11 @@ export interface LoopOptions {
   readonly target: Target
 }
 
+const cpuMicros = () => {
+  const { system, user } = process.cpuUsage()
+  return user + system
+}
+
 const notTheApi: AttemptFailure = { _tag: "Invalid", message: "answer did not match the API" }
 
 const parsed = (body: string): unknown => {
@@ -149,6 +154,9 @@ export class SendLoop {
   firstRequestAt = 0
   /** `performance.now()` when the last send was counted. */
   lastAnswerAt = 0
+  /** The process's CPU time (user and system, µs) when the first request was written and when the last send was counted. */
+  firstRequestCpu = 0
+  lastAnswerCpu = 0
 
   constructor(readonly workload: Workload, readonly tally: Tally, readonly options: LoopOptions) {
     this.#cursor = workload.cursor()
@@ -195,6 +203,7 @@ export class SendLoop {
 
   #end(error?: unknown): void {
     this.lastAnswerAt = performance.now()
+    this.lastAnswerCpu = cpuMicros()
     const onDone = this.#onDone
     this.#onDone = undefined
     this.close()
@@ -252,7 +261,10 @@ export class SendLoop {
   #first(slot: Slot): void {
     this.tally.request()
     slot.started = performance.now()
-    if (this.firstRequestAt === 0) this.firstRequestAt = slot.started
+    if (this.firstRequestAt === 0) {
+      this.firstRequestAt = slot.started
+      this.firstRequestCpu = cpuMicros()
+    }
     this.#attempt(slot)
   }
 

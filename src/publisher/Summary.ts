@@ -462,8 +462,11 @@ export interface Summary extends Counts {
   readonly send_cpu_seconds: number
   /** Seconds from the start of the process to its first publish request. */
   readonly startup_seconds: number
+  /** The CPU time (user and system) of that start-up: what it costs on an idle machine, waits for /ready aside. */
+  readonly startup_cpu_seconds: number
   /** Seconds from the last answer to the summary: the verification's reads and the summary itself. */
   readonly wrapup_seconds: number
+  readonly wrapup_cpu_seconds: number
 }
 
 /** Exit status: 0 only when nothing finally failed or was rejected and, when verified, every check held. */
@@ -491,8 +494,8 @@ export const formatSummary = (s: Summary): string => {
         `max ${ms(s.latency_ms.max)} (per request, retries included)`,
     `  publisher    ${s.send_cpu_seconds.toFixed(2)} s of CPU while sending, ` +
     `${((1e6 * s.send_cpu_seconds) / Math.max(1, s.events)).toFixed(1)} µs an event`,
-    `  timing       first request ${s.startup_seconds.toFixed(2)} s after start · summary ${s.wrapup_seconds.toFixed(2)} s ` +
-    `after the last answer`
+    `  timing       first request ${s.startup_seconds.toFixed(2)} s after start (${s.startup_cpu_seconds.toFixed(2)} s of CPU) · ` +
+    `summary ${s.wrapup_seconds.toFixed(2)} s after the last answer (${s.wrapup_cpu_seconds.toFixed(2)} s of CPU)`
   ]
   const causes = Object.entries(s.retry_causes)
   if (causes.length > 0) lines.push(`  retries      ${causes.map(([cause, count]) => `${n(count)} × ${cause}`).join(" · ")}`)
