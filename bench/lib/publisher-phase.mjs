@@ -109,7 +109,7 @@ const runPublisher = async ({ url, args, outDir, name }) => {
 }
 
 /**
- * wrk, then the publisher in single mode for about as many events as wrk answered in the same time, then
+ * wrk, then the publisher in single mode for about as many events as wrk answered in the same time, wrk again, then
  * the publisher in batch mode (1,000,000 events; 200,000 with --quick) and with 20,000 events, all against
  * one aggregator on a fresh database, at the same concurrency.
  */
@@ -145,6 +145,11 @@ export const publisherPhase = async ({ freshDatabase, start, stop, say, outDir, 
       args: ["--events", String(singleEvents), "--concurrency", String(cfg.concurrency)]
     })
     say(`  ${fmt(single.summary.events_per_second)} events/s, ${fmt(single.sendUsPerEvent, 1)} µs of CPU an event while sending`)
+    // wrk again: the server's pace drifts (warm-up, the machine's other work); the publisher is set against both
+    say(`publisher vs wrk: wrk again, ${cfg.duration} s`)
+    const wrkAfter = await runWrk({ url: agg.url, connections: cfg.concurrency, duration: cfg.duration, script })
+    if (!wrkAfter.ok) throw new Error(`wrk failed:\n${wrkAfter.output}`)
+    say(`  ${fmt(wrkAfter.perSec)} requests/s`)
 
     say(`publisher: batch mode, ${fmt(cfg.batchEvents)} events`)
     const batch = await runPublisher({
@@ -171,20 +176,23 @@ export const publisherPhase = async ({ freshDatabase, start, stop, say, outDir, 
     const cpuText = (r) =>
       `publisher ${fmt(r.sendUsPerEvent, 1)} µs/event sending, ${fmt(r.processUsPerEvent, 1)} µs/event whole process`
     const ms = (x) => (x === undefined ? "—" : `${fmt(x, x < 10 ? 2 : 1)} ms`)
-    const ratio = single.summary.events_per_second / wrk.perSec
+    const wrkMean = (wrk.perSec + wrkAfter.perSec) / 2
+    const ratio = single.summary.events_per_second / wrkMean
+    const wrkRow = (w, when) => [
+      `wrk POST /publish, 30% re-sends (${cfg.concurrency} conn, ${cfg.duration} s, one thread), ${when} the publisher`,
+      `${fmt(w.perSec)} events/s`,
+      ms(w.p50),
+      ms(w.p99),
+      `${fmt(w.non2xx)}${w.errors ? `; socket errors ${w.errors}` : ""}`,
+      `wrk ${fmt((1e6 * w.cpuSeconds) / w.requests, 1)} µs/request`,
+      "the reference for the publisher's single mode: their mean"
+    ]
     const rows = [
-      [
-        `wrk POST /publish, 30% re-sends (${cfg.concurrency} conn, ${cfg.duration} s, one thread)`,
-        `${fmt(wrk.perSec)} events/s`,
-        ms(wrk.p50),
-        ms(wrk.p99),
-        `${fmt(wrk.non2xx)}${wrk.errors ? `; socket errors ${wrk.errors}` : ""}`,
-        `wrk ${fmt((1e6 * wrk.cpuSeconds) / wrk.requests, 1)} µs/request`,
-        "the reference for the publisher's single mode"
-      ],
+      wrkRow(wrk, "before"),
+      wrkRow(wrkAfter, "after"),
       [
         `publisher --events ${fmt(singleEvents)} (single, concurrency ${cfg.concurrency}), same aggregator`,
-        `${fmt(single.summary.events_per_second)} events/s (${(100 * ratio).toFixed(0)}% of wrk)`,
+        `${fmt(single.summary.events_per_second)} events/s (${(100 * ratio).toFixed(0)}% of wrk's mean)`,
         ms(single.summary.latency_ms?.p50),
         ms(single.summary.latency_ms?.p99),
         `${fmt(single.summary.failed + single.summary.rejected)} (${fmt(single.summary.retries)} retries)`,
@@ -212,7 +220,7 @@ export const publisherPhase = async ({ freshDatabase, start, stop, say, outDir, 
     ]
     const targets = [
       ["publisher single mode CPU ≤ 100 µs an event (sending)", single.sendUsPerEvent <= 100, `${fmt(single.sendUsPerEvent, 1)} µs`],
-      ["publisher single mode ≥ 0.8× wrk's events/s", ratio >= 0.8, `${ratio.toFixed(2)}×`],
+      ["publisher single mode ≥ 0.8× wrk's events/s (the mean of wrk before and after)", ratio >= 0.8, `${ratio.toFixed(2)}×`],
       ["publisher batch mode CPU ≤ 10 µs an event (sending)", batch.sendUsPerEvent <= 10, `${fmt(batch.sendUsPerEvent, 1)} µs`],
       [
         `publisher batch ${fmt(cfg.batchEvents)} events verified, peak RSS ≤ 150 MiB${cfg.batchEvents === 1_000_000 ? "" : " (NOT MET AS STATED: not 1,000,000 events)"}`,
@@ -222,7 +230,7 @@ export const publisherPhase = async ({ freshDatabase, start, stop, say, outDir, 
       ["publisher start-up ≤ 1 s (20,000 events)", small.startup <= 1, `${small.startup.toFixed(2)} s`],
       ["publisher wrap-up with verification ≤ 1 s (20,000 events)", small.wrapup <= 1, `${small.wrapup.toFixed(2)} s`]
     ]
-    return { rows, targets, checks: [verified(single), verified(batch), verified(small)], wrk, single, batch, small }
+    return { rows, targets, checks: [verified(single), verified(batch), verified(small)], wrk, wrkAfter, single, batch, small }
   } finally {
     await stop(agg)
   }
