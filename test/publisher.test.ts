@@ -171,7 +171,12 @@ const summaryOf = (c: Counts): Summary => ({
   latency_ms: null,
   failure_reasons: {},
   retry_causes: {},
-  verification: null
+  verification: null,
+  send_cpu_seconds: 0.2,
+  startup_seconds: 0.5,
+  startup_cpu_seconds: 0.4,
+  wrapup_seconds: 0.1,
+  wrapup_cpu_seconds: 0.05
 })
 
 describe("verification arithmetic", () => {

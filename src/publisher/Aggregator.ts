@@ -3,10 +3,10 @@ import * as HttpClientError from "@effect/platform/HttpClientError"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import { makeClient } from "../client/Client.js"
-import type { EventInput } from "../domain/Event.js"
 import { PublisherSettings } from "./Cli.js"
 import type { AttemptFailure } from "./Retry.js"
 
@@ -70,7 +70,10 @@ export const toAttemptFailure = (error: unknown): AttemptFailure => {
 
 const timedOut: AttemptFailure = { _tag: "Timeout" }
 
-/** One aggregator, reached through the client derived from the shared API; every call is one timed attempt. */
+/**
+ * One aggregator's reads, through the client derived from the shared API; every call is one timed attempt.
+ * The events themselves go out through the send loop (`SendLoop.ts`).
+ */
 export class Aggregator extends Effect.Service<Aggregator>()("Publisher/Aggregator", {
   effect: Effect.gen(function*() {
     const settings = yield* PublisherSettings
@@ -93,9 +96,6 @@ export class Aggregator extends Effect.Service<Aggregator>()("Publisher/Aggregat
       stats: attempt(client.health.stats()),
       /** The storage sequence number of the newest stored event (0 when there is none). */
       newestSeq: attempt(client.events.list({ urlParams: { limit: 1 } })).pipe(Effect.map((rows) => rows[0]?.seq ?? 0)),
-      publish: (event: EventInput) =>
-        attempt(client.events.publish({ payload: event })).pipe(Effect.map((answer) => answer.status)),
-      publishBatch: (events: ReadonlyArray<EventInput>) => attempt(client.events.publishBatch({ payload: { events } })),
       lookup: (topic: string, eventId: string) =>
         attempt(client.events.get({ path: { topic, event_id: eventId } })).pipe(
           Effect.map(Option.some),
@@ -103,5 +103,7 @@ export class Aggregator extends Effect.Service<Aggregator>()("Publisher/Aggregat
         )
     } as const
   }),
-  dependencies: [NodeHttpClient.layerUndici]
+  // node:http rather than undici, whose WASM parser keeps V8 compiling in the background for seconds of the run;
+  // kept alive, so the verification's reads do not each open a connection
+  dependencies: [NodeHttpClient.layerWithoutAgent.pipe(Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: true })))]
 }) {}

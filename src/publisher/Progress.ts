@@ -13,7 +13,9 @@ export interface ProgressState {
   readonly problems: number
 }
 
-const n = (x: number) => x.toLocaleString("en-US")
+// one formatter: `toLocaleString` builds a new one on every call
+const grouped = new Intl.NumberFormat("en-US")
+const n = (x: number) => grouped.format(x)
 
 const rateOf = (s: ProgressState) => (s.elapsedMs > 0 ? (s.done * 1000) / s.elapsedMs : 0)
 

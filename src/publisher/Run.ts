@@ -8,18 +8,18 @@ import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import { randomInt } from "node:crypto"
+import * as Redacted from "effect/Redacted"
 import type { EventInput, StoredEvent } from "../domain/Event.js"
 import { Aggregator } from "./Aggregator.js"
 import { PublisherSettings, type Settings } from "./Cli.js"
 import { startProgress } from "./Progress.js"
 import { checkReportTarget, writeReport } from "./Report.js"
-import { type AttemptFailure, defaultBackoff, describeFailure } from "./Retry.js"
-import { deliverBatch, deliverOne, type RetryOptions, withRetries } from "./Sender.js"
+import { type AttemptFailure, defaultBackoff, describeFailure, type RetryOptions, withRetries } from "./Retry.js"
+import { SendLoop } from "./SendLoop.js"
 import {
   type Counts,
   countersOf,
   formatSummary,
-  latencyOf,
   type Observation,
   sameJson,
   type ServerCounters,
@@ -29,10 +29,16 @@ import {
   verify
 } from "./Summary.js"
 import { Tally } from "./Tally.js"
-import { chunk, generateWorkload, sample, type Workload } from "./Workload.js"
+import { targetOf } from "./Wire.js"
+import { sample, Workload } from "./Workload.js"
 
 /** The run did not deliver or verify; the summary (already printed) says why. */
 export class PublishFailed extends Schema.TaggedError<PublishFailed>()("PublishFailed", { message: Schema.String }) {}
+
+const cpuNow = () => {
+  const { system, user } = process.cpuUsage()
+  return user + system
+}
 
 const note = (text: string) => Console.error(`publisher: ${text}`)
 
@@ -67,38 +73,36 @@ const waitUntilReady = Effect.gen(function*() {
   if (yield* Ref.get(waiting)) yield* note("the aggregator is ready")
 })
 
+/**
+ * Runs the send loop to its end; interrupting it closes its connections. Resolves to when the first request
+ * went out and when the last answer came, in ms since the process started.
+ */
 const send = (workload: Workload, tally: Tally, retry: RetryOptions) =>
-  Effect.gen(function*() {
-    const settings = yield* PublisherSettings
-    const aggregator = yield* Aggregator
-    const started = yield* Clock.currentTimeMillis
-    const pace = (index: number) =>
-      Option.match(settings.rate, {
-        onNone: () => Effect.void,
-        onSome: (rate) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) => {
-            const due = started + (index * 1000) / rate
-            return due > now ? Effect.sleep(Duration.millis(due - now)) : Effect.void
-          })
-      })
-    if (settings.mode === "single") {
-      const one = deliverOne(aggregator, tally, retry)
-      yield* Effect.forEach(workload.items, (item, i) => Effect.zipRight(pace(i), one(item)), {
+  Effect.flatMap(PublisherSettings, (settings) =>
+    Effect.async<{ readonly first: number; readonly last: number; readonly firstCpu: number; readonly lastCpu: number }>((resume) => {
+      const loop = new SendLoop(workload, tally, {
+        mode: settings.mode,
+        batchSize: settings.batchSize,
         concurrency: settings.concurrency,
-        discard: true
+        rate: Option.getOrUndefined(settings.rate),
+        timeoutMs: Duration.toMillis(settings.timeout),
+        maxRetries: retry.maxRetries,
+        policy: retry.policy,
+        target: targetOf(settings.url, Option.getOrUndefined(Option.map(settings.apiKey, Redacted.value)))
       })
-    } else {
-      const batch = deliverBatch(aggregator, tally, retry)
-      yield* Effect.forEach(
-        chunk(workload.items, settings.batchSize),
-        (items, i) => Effect.zipRight(pace(i * settings.batchSize), batch(items)),
-        { concurrency: settings.concurrency, discard: true }
-      )
-    }
-  })
+      loop.start((error) => resume(
+        error === undefined ? Effect.succeed({
+          first: loop.firstRequestAt,
+          last: loop.lastAnswerAt,
+          firstCpu: loop.firstRequestCpu,
+          lastCpu: loop.lastAnswerCpu
+        }) : Effect.die(error)
+      ))
+      return Effect.sync(() => loop.close())
+    }))
 
 const retried = <A>(effect: Effect.Effect<A, AttemptFailure>, retry: RetryOptions) =>
-  Effect.either(withRetries(effect, retry, () => Effect.void))
+  Effect.either(withRetries(effect, retry))
 
 interface Baseline {
   readonly rows: number | null
@@ -130,10 +134,7 @@ const observe = (
     const settings = yield* PublisherSettings
     const aggregator = yield* Aggregator
     const quietly = <A>(effect: Effect.Effect<A, AttemptFailure>) => retried(effect, retry)
-    const lookup = (key: number) => {
-      const event = workload.originals[key]
-      return quietly(aggregator.lookup(event.topic, event.event_id))
-    }
+    const lookup = (key: number) => quietly(aggregator.lookup(workload.topic(key), workload.eventId(key)))
 
     const after = yield* quietly(aggregator.stats)
     const rowsAfter = Either.isRight(after) ? after.right.database_total_rows : null
@@ -157,7 +158,7 @@ const observe = (
     let missing = 0, mismatched = 0
     for (const [key, result] of spots) {
       if (Either.isLeft(result) || Option.isNone(result.right)) missing++
-      else if (!sameEvent(workload.originals[key], result.right.value)) mismatched++
+      else if (!sameEvent(workload.event(key), result.right.value)) mismatched++
     }
 
     return yield* settleStats(tally.counts(), {
@@ -199,13 +200,13 @@ const settleStats = (counts: Counts, observed: Observation) =>
 const program = Effect.gen(function*() {
   const settings = yield* PublisherSettings
   const seed = Option.isSome(settings.seed) ? settings.seed.value : randomInt(0, 2 ** 47)
-  const workload = generateWorkload({
+  const workload = new Workload({
     seed,
     events: settings.events,
     duplicates: settings.duplicates,
     topics: settings.topics
   })
-  const tally = new Tally(workload.items.length, workload.distinctKeys)
+  const tally = new Tally(workload.events, workload.distinctKeys)
   const retry: RetryOptions = { maxRetries: settings.maxRetries, policy: defaultBackoff }
 
   if (Option.isSome(settings.report)) yield* checkReportTarget(settings.report.value)
@@ -215,9 +216,11 @@ const program = Effect.gen(function*() {
 
   const before = settings.verify ? yield* baseline(retry) : { rows: null, seq: null, stats: null }
 
-  const stopProgress = yield* startProgress(tally, workload.items.length, settings.progressInterval)
+  const stopProgress = yield* startProgress(tally, workload.events, settings.progressInterval)
   const startedNs = yield* Clock.currentTimeNanos
-  yield* send(workload, tally, retry)
+  const cpuBefore = process.cpuUsage()
+  const sent = yield* send(workload, tally, retry)
+  const cpu = process.cpuUsage(cpuBefore)
   const elapsedSeconds = Number((yield* Clock.currentTimeNanos) - startedNs) / 1e9
   yield* stopProgress
 
@@ -237,10 +240,15 @@ const program = Effect.gen(function*() {
     elapsed_seconds: Math.round(elapsedSeconds * 1000) / 1000,
     events_per_second: Math.round(((counts.processed + counts.duplicates) / Math.max(elapsedSeconds, 1e-9)) * 10) / 10,
     requests_per_second: Math.round((counts.requests / Math.max(elapsedSeconds, 1e-9)) * 10) / 10,
-    latency_ms: latencyOf(tally.latencies()),
+    latency_ms: tally.latencySummary(),
     failure_reasons: tally.failureReasons(),
     retry_causes: tally.retryCauses(),
-    verification
+    verification,
+    send_cpu_seconds: Math.round((cpu.user + cpu.system) / 1000) / 1000,
+    startup_seconds: Math.round(sent.first) / 1000,
+    startup_cpu_seconds: Math.round(sent.firstCpu / 1000) / 1000,
+    wrapup_seconds: Math.round(performance.now() - sent.last) / 1000,
+    wrapup_cpu_seconds: Math.round((cpuNow() - sent.lastCpu) / 1000) / 1000
   }
   const ok = succeeded(summary)
   yield* Console.log(settings.json ? JSON.stringify({ ok, ...summary }, null, 2) : formatSummary(summary))

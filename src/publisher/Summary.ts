@@ -54,18 +54,80 @@ export interface Latency {
   readonly histogram: ReadonlyArray<Bucket>
 }
 
-export const latencyOf = (samples: ArrayLike<number>): Latency | null => {
-  if (samples.length === 0) return null
-  const sorted = Float64Array.from(samples).sort()
-  const round = (ms: number) => Math.round(ms * 100) / 100
-  return {
-    p50: round(sortedPercentile(sorted, 50)),
-    p95: round(sortedPercentile(sorted, 95)),
-    p99: round(sortedPercentile(sorted, 99)),
-    max: round(sorted[sorted.length - 1]),
-    samples: sorted.length,
-    histogram: histogramOf(sorted)
+// The fine histogram: exact to the microsecond below 2,048 µs, then 1,024 buckets per doubling (within 0.1%).
+const SUB = 1024
+const FINE_BUCKETS = SUB * 22
+const MAX_US = 2 ** 31 - 1
+
+const fineIndex = (us: number): number => {
+  if (us < 2 * SUB) return us
+  const e = 31 - Math.clz32(us) - 10
+  return SUB * (e + 1) + ((us >>> e) - SUB)
+}
+
+/** The largest value, in µs, of a fine bucket. */
+const fineUpper = (index: number): number => {
+  if (index < 2 * SUB) return index
+  const e = Math.floor(index / SUB) - 1
+  return ((index % SUB) + SUB + 1) * 2 ** e - 1
+}
+
+/**
+ * Latencies in fixed memory however many requests are timed: a fine log-linear histogram for the
+ * percentiles (each reported as the top of its bucket, at most the maximum: within 0.1% above the exact
+ * nearest-rank value), the report's coarse buckets counted exactly, and the exact maximum.
+ */
+export class LatencyRecorder {
+  readonly #fine = new Float64Array(FINE_BUCKETS)
+  readonly #coarse = new Float64Array(LATENCY_BUCKETS_MS.length + 1)
+  #count = 0
+  #max = 0
+
+  record(ms: number): void {
+    const us = Math.min(MAX_US, Math.max(0, Math.ceil(ms * 1000)))
+    this.#fine[fineIndex(us)]++
+    this.#coarse[bucketIndex(ms)]++
+    this.#count++
+    if (ms > this.#max) this.#max = ms
   }
+
+  get count(): number {
+    return this.#count
+  }
+
+  /** Nearest-rank percentile, `p` in (0, 100]; undefined before the first sample. */
+  percentile(p: number): number | undefined {
+    if (this.#count === 0) return undefined
+    const rank = Math.min(this.#count, Math.max(1, Math.ceil((p / 100) * this.#count)))
+    let seen = 0
+    for (let i = 0; i < FINE_BUCKETS; i++) {
+      seen += this.#fine[i]
+      if (seen >= rank) return Math.min(this.#max, fineUpper(i) / 1000)
+    }
+    return this.#max
+  }
+
+  summary(): Latency | null {
+    if (this.#count === 0) return null
+    const round = (ms: number) => Math.round(ms * 100) / 100
+    return {
+      p50: round(this.percentile(50)!),
+      p95: round(this.percentile(95)!),
+      p99: round(this.percentile(99)!),
+      max: round(this.#max),
+      samples: this.#count,
+      histogram: Array.from(this.#coarse, (count, i) => ({
+        le_ms: i < LATENCY_BUCKETS_MS.length ? LATENCY_BUCKETS_MS[i] : "+Inf" as const,
+        count
+      }))
+    }
+  }
+}
+
+export const latencyOf = (samples: ArrayLike<number>): Latency | null => {
+  const recorder = new LatencyRecorder()
+  for (let i = 0; i < samples.length; i++) recorder.record(samples[i])
+  return recorder.summary()
 }
 
 /** What the publisher counted while sending. A "send" is one event in one request (retries not counted). */
@@ -396,6 +458,15 @@ export interface Summary extends Counts {
   /** Attempts repeated, by what the server or the network answered (e.g. `http 503`, `http 429`, `connection error`). */
   readonly retry_causes: Readonly<Record<string, number>>
   readonly verification: Verification | null
+  /** CPU time (user and system) the publisher spent while sending: its own cost, to set against the events. */
+  readonly send_cpu_seconds: number
+  /** Seconds from the start of the process to its first publish request. */
+  readonly startup_seconds: number
+  /** The CPU time (user and system) of that start-up: what it costs on an idle machine, waits for /ready aside. */
+  readonly startup_cpu_seconds: number
+  /** Seconds from the last answer to the summary: the verification's reads and the summary itself. */
+  readonly wrapup_seconds: number
+  readonly wrapup_cpu_seconds: number
 }
 
 /** Exit status: 0 only when nothing finally failed or was rejected and, when verified, every check held. */
@@ -420,7 +491,11 @@ export const formatSummary = (s: Summary): string => {
     s.latency_ms === null
       ? "  latency      no answers"
       : `  latency      p50 ${ms(s.latency_ms.p50)} · p95 ${ms(s.latency_ms.p95)} · p99 ${ms(s.latency_ms.p99)} · ` +
-        `max ${ms(s.latency_ms.max)} (per request, retries included)`
+        `max ${ms(s.latency_ms.max)} (per request, retries included)`,
+    `  publisher    ${s.send_cpu_seconds.toFixed(2)} s of CPU while sending, ` +
+    `${((1e6 * s.send_cpu_seconds) / Math.max(1, s.events)).toFixed(1)} µs an event`,
+    `  timing       first request ${s.startup_seconds.toFixed(2)} s after start (${s.startup_cpu_seconds.toFixed(2)} s of CPU) · ` +
+    `summary ${s.wrapup_seconds.toFixed(2)} s after the last answer (${s.wrapup_cpu_seconds.toFixed(2)} s of CPU)`
   ]
   const causes = Object.entries(s.retry_causes)
   if (causes.length > 0) lines.push(`  retries      ${causes.map(([cause, count]) => `${n(count)} × ${cause}`).join(" · ")}`)

@@ -1,5 +1,5 @@
 import type { AttemptFailure } from "./Retry.js"
-import type { Counts } from "./Summary.js"
+import { type Counts, type Latency, LatencyRecorder } from "./Summary.js"
 
 /** What made an attempt worth repeating, as counted in the summary: the HTTP status, or the transport's failure. */
 export const retryCause = (failure: AttemptFailure): string =>
@@ -13,14 +13,16 @@ export const retryCause = (failure: AttemptFailure): string =>
 
 export type Answer = "processed" | "dropped_duplicate"
 
-/** Counters for one run, per send and per distinct key. Single-threaded JS: plain mutation is safe. */
+/**
+ * Counters for one run, per send and per distinct key: a few bytes a key in typed arrays (keys are indices),
+ * latencies in a fixed histogram. Single-threaded JS: plain mutation is safe.
+ */
 export class Tally {
   readonly #processedByKey: Uint16Array
   readonly #acknowledged: Uint8Array
   readonly #suspect: Uint8Array
-  #latencies = new Float64Array(1024)
+  readonly #latencies = new LatencyRecorder()
   #requests = 0
-  #answers = 0
   #retries = 0
   #processed = 0
   #duplicates = 0
@@ -45,12 +47,7 @@ export class Tally {
 
   /** Time from a request's first attempt to its answer. */
   latency(ms: number): void {
-    if (this.#answers === this.#latencies.length) {
-      const grown = new Float64Array(this.#latencies.length * 2)
-      grown.set(this.#latencies)
-      this.#latencies = grown
-    }
-    this.#latencies[this.#answers++] = ms
+    this.#latencies.record(ms)
   }
 
   retry(failure: AttemptFailure): void {
@@ -106,8 +103,8 @@ export class Tally {
     return this.#rejected + this.#failed
   }
 
-  latencies(): Float64Array {
-    return this.#latencies.subarray(0, this.#answers)
+  latencySummary(): Latency | null {
+    return this.#latencies.summary()
   }
 
   failureReasons(): Record<string, number> {
