@@ -5,12 +5,12 @@
 // Each directory must hold a built `dist/aggregator` (and its node_modules). For each round and each build:
 // a fresh database, a fresh aggregator, a warm-up, then single-event `POST /publish` (64 connections, 30%
 // re-sends) and `GET /`, each for BENCH_DURATION seconds. Prints events/s and req/s per round and the
-// after/before ratio of the medians. Rows stored are checked against the 201s, as in bench/run.mjs.
+// after/before ratio of the medians, and the aggregator CPU an event (its CPU time over the phase ÷ 2xx answers). Rows stored are checked against the 201s, as in bench/run.mjs.
 import { mkdtempSync } from "node:fs"
 import os from "node:os"
 import { join, resolve } from "node:path"
 import pg from "pg"
-import { startAggregator } from "./lib/aggregator.mjs"
+import { measureCpu, startAggregator } from "./lib/aggregator.mjs"
 import { markdownTable } from "./lib/report.mjs"
 import { fmt, getLoad, singleEvent } from "./lib/workloads.mjs"
 
@@ -47,7 +47,9 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
-const results = { before: { publish: [], alive: [] }, after: { publish: [], alive: [] } }
+const results = { before: { publish: [], alive: [], publishCpu: [], aliveCpu: [] }, after: { publish: [], alive: [], publishCpu: [], aliveCpu: [] } }
+// the aggregator's CPU time over the phase ÷ the 2xx answers in it, in µs
+const cpuPer = (m) => (m.cpu.aggregator * m.wall * 1e6) / m.result.ok
 const rows = []
 let failed = false
 for (let round = 1; round <= cfg.rounds; round++) {
@@ -62,15 +64,29 @@ for (let round = 1; round <= cfg.rounds; round++) {
     try {
       agg = await startAggregator({ name: `${name}-${round}`, databaseUrl: url.toString(), outDir, cwd: dir })
       await singleEvent({ url: agg.url, topic: "warmup", prefix: "w", connections: cfg.connections, duration: cfg.warmup, dupShare: cfg.dupShare })
-      const load = await singleEvent({ url: agg.url, topic: "bench", prefix: "e", connections: cfg.connections, duration: cfg.duration, dupShare: cfg.dupShare })
+      const measured = await measureCpu(agg.pid, () =>
+        singleEvent({ url: agg.url, topic: "bench", prefix: "e", connections: cfg.connections, duration: cfg.duration, dupShare: cfg.dupShare })
+      )
+      const load = measured.result
       const ids = (await query(url.toString(), "SELECT event_id FROM events WHERE topic = 'bench'")).rows.map((r) => r.event_id)
       const check = load.verify(ids)
       if (!check.ok) failed = true
-      const alive = await getLoad({ url: agg.url, path: "/", connections: cfg.connections, duration: cfg.duration })
+      const aliveMeasured = await measureCpu(agg.pid, () => getLoad({ url: agg.url, path: "/", connections: cfg.connections, duration: cfg.duration }))
+      const alive = aliveMeasured.result
       results[name].publish.push(load.eventsPerSec)
       results[name].alive.push(alive.perSec)
-      rows.push([String(round), name, fmt(load.eventsPerSec), fmt(alive.perSec), check.text])
-      console.error(`round ${round} ${name}: ${fmt(load.eventsPerSec)} events/s, GET / ${fmt(alive.perSec)} req/s`)
+      results[name].publishCpu.push(cpuPer(measured))
+      results[name].aliveCpu.push(cpuPer(aliveMeasured))
+      rows.push([
+        String(round),
+        name,
+        fmt(load.eventsPerSec),
+        `${fmt(cpuPer(measured))} µs`,
+        fmt(alive.perSec),
+        `${fmt(cpuPer(aliveMeasured))} µs`,
+        check.text
+      ])
+      console.error(`round ${round} ${name}: ${fmt(load.eventsPerSec)} events/s (${fmt(cpuPer(measured))} µs CPU an event), GET / ${fmt(alive.perSec)} req/s`)
     } finally {
       await agg?.stop()
       await admin(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`)
@@ -80,7 +96,11 @@ for (let round = 1; round <= cfg.rounds; round++) {
 
 console.log(`\n${new Date().toISOString()} · node ${process.version} · ${os.cpus().length} cores · ${cfg.rounds} rounds × ${cfg.duration} s, ` +
   `${cfg.connections} connections, ${cfg.dupShare * 100}% re-sends\nbefore: ${builds[0][1]}\nafter:  ${builds[1][1]}\n`)
-console.log(markdownTable(["round", "build", "POST /publish events/s", "GET / req/s", "stored vs 201s"], rows))
+console.log(markdownTable(
+  ["round", "build", "POST /publish events/s", "aggregator CPU an event", "GET / req/s", "aggregator CPU a GET /", "stored vs 201s"],
+  rows
+))
 const ratio = (what) => median(results.after[what]) / median(results.before[what])
-console.log(`\nmedian after/before: POST /publish ${ratio("publish").toFixed(3)}, GET / ${ratio("alive").toFixed(3)}`)
+console.log(`\nmedian after/before: POST /publish ${ratio("publish").toFixed(3)} (CPU an event ${ratio("publishCpu").toFixed(3)}), ` +
+  `GET / ${ratio("alive").toFixed(3)} (CPU a request ${ratio("aliveCpu").toFixed(3)})`)
 process.exit(failed ? 1 : 0)

@@ -7,6 +7,7 @@ import * as HttpServer from "@effect/platform/HttpServer"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import { AggregatorApi } from "../domain/Api.js"
 import { Batcher } from "./Batcher.js"
 import { Broker } from "./Broker.js"
@@ -37,13 +38,24 @@ const ApiLive = HttpApiBuilder.api(AggregatorApi).pipe(
 
 /**
  * Serves the API behind the request observer, with the headers that go with some statuses added just before
- * each answer is written (a pre-response handler).
+ * each answer is written: a pre-response handler set while the server is started, so that every request's
+ * fiber inherits it (what `HttpApiBuilder.serve` does, plus that).
  */
 export const ServeLive = Layer.unwrapEffect(
-  Effect.map(Effect.all([AggregatorConfig, Draining]), ([config, draining]) => {
-    const addHeaders = HttpApp.withPreResponseHandler(statusHeaders(config, draining))
-    return HttpApiBuilder.serve((app) => observeRequests(addHeaders(app)))
-  })
+  Effect.map(Effect.all([AggregatorConfig, Draining]), ([config, draining]) =>
+    HttpApiBuilder.httpApp.pipe(
+      Effect.map((app) =>
+        Layer.scopedDiscard(
+          Effect.locally(
+            HttpServer.serveEffect(app, observeRequests),
+            HttpApp.currentPreResponseHandlers,
+            Option.some(statusHeaders(config, draining))
+          )
+        )
+      ),
+      Layer.unwrapEffect,
+      Layer.provide([HttpApiBuilder.Router.Live, HttpApiBuilder.Middleware.layer])
+    ))
 )
 
 /** The Node HTTP server on the configured host and port. Closing it waits for in-flight requests. */
