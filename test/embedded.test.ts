@@ -83,16 +83,26 @@ const running = (pid: number) => {
   }
 }
 
+/** The aggregator on `dataDir` at a free port, ready. */
+const startOn = async (dataDir: string) => {
+  const port = String(await freePort())
+  const proc = start("aggregator", { DATA_DIR: dataDir, PORT: port, HOST: "127.0.0.1" })
+  const url = `http://127.0.0.1:${port}`
+  try {
+    await waitFor(`${url}/ready`, 120_000)
+  } catch (e) {
+    await stop(proc)
+    throw e
+  }
+  return { proc, url }
+}
+
 describe("embedded defaults (PGlite, in-process broker): no PostgreSQL or Redis server", () => {
   it("keeps its data on disk across a real restart of the aggregator process", async () => {
     const dataDir = Path.join(tempDir("restart"), "data")
-    const env = async () => ({ DATA_DIR: dataDir, PORT: String(await freePort()), HOST: "127.0.0.1" })
 
-    const firstEnv = await env()
-    const first = start("aggregator", firstEnv)
-    const firstUrl = `http://127.0.0.1:${firstEnv.PORT}`
+    const { proc: first, url: firstUrl } = await startOn(dataDir)
     try {
-      await waitFor(`${firstUrl}/ready`, 120_000)
       expect(await json(`${firstUrl}/ready`)).toEqual({ status: "ready", database: "pglite" })
       expect((await postJson(`${firstUrl}/publish`, event("restart", "r1", { amount: 42 }))).status).toBe(201)
       const batch = await postJson(`${firstUrl}/publish/batch`, {
@@ -106,11 +116,8 @@ describe("embedded defaults (PGlite, in-process broker): no PostgreSQL or Redis 
     expect(await first.exited, first.output()).toEqual({ code: 0, signal: null })
     expect(Fs.existsSync(Path.join(dataDir, "PG_VERSION"))).toBe(true)
 
-    const secondEnv = await env()
-    const second = start("aggregator", secondEnv)
-    const secondUrl = `http://127.0.0.1:${secondEnv.PORT}`
+    const { proc: second, url: secondUrl } = await startOn(dataDir)
     try {
-      await waitFor(`${secondUrl}/ready`, 120_000)
       const again = await postJson(`${secondUrl}/publish`, event("restart", "r1", { amount: 42 }))
       expect(again.status).toBe(200)
       expect(await again.json()).toEqual({ status: "dropped_duplicate", id: "r1", topic: "restart" })
@@ -130,13 +137,9 @@ describe("embedded defaults (PGlite, in-process broker): no PostgreSQL or Redis 
 
   it("an event acknowledged with 201 survives SIGKILL of the aggregator: after a restart on the same DATA_DIR it is there and a re-send is 200", async () => {
     const dataDir = Path.join(tempDir("sigkill"), "data")
-    const env = async () => ({ DATA_DIR: dataDir, PORT: String(await freePort()), HOST: "127.0.0.1" })
 
-    const firstEnv = await env()
-    const first = start("aggregator", firstEnv)
-    const firstUrl = `http://127.0.0.1:${firstEnv.PORT}`
+    const { proc: first, url: firstUrl } = await startOn(dataDir)
     try {
-      await waitFor(`${firstUrl}/ready`, 120_000)
       const acknowledged = await postJson(`${firstUrl}/publish`, event("kill", "k1", { amount: 7 }))
       expect(acknowledged.status).toBe(201)
       const batch = await postJson(`${firstUrl}/publish/batch`, { events: [event("kill", "k2"), event("kill", "k3")] })
@@ -147,11 +150,8 @@ describe("embedded defaults (PGlite, in-process broker): no PostgreSQL or Redis 
     expect(await first.exited).toEqual({ code: null, signal: "SIGKILL" })
     expect(first.output()).not.toMatch(/"message":"drained"/)
 
-    const secondEnv = await env()
-    const second = start("aggregator", secondEnv)
-    const secondUrl = `http://127.0.0.1:${secondEnv.PORT}`
+    const { proc: second, url: secondUrl } = await startOn(dataDir)
     try {
-      await waitFor(`${secondUrl}/ready`, 120_000)
       expect(await json(`${secondUrl}/events/kill/k1`)).toMatchObject({ topic: "kill", event_id: "k1", payload: { amount: 7 } })
       const again = await postJson(`${secondUrl}/publish`, event("kill", "k1", { amount: 7 }))
       expect(again.status).toBe(200)
@@ -164,11 +164,8 @@ describe("embedded defaults (PGlite, in-process broker): no PostgreSQL or Redis 
   }, 240_000)
 
   it("group commit gathers concurrent single-event requests into shared transactions on its default settings", async () => {
-    const port = await freePort()
-    const aggregator = start("aggregator", { DATA_DIR: "memory://", PORT: String(port), HOST: "127.0.0.1" })
-    const url = `http://127.0.0.1:${port}`
+    const { proc: aggregator, url } = await startOn("memory://")
     try {
-      await waitFor(`${url}/ready`, 120_000)
       const clients = 32
       const each = 25
       const statuses = await Promise.all(Array.from({ length: clients }, async (_, c) => {

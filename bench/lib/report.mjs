@@ -15,6 +15,9 @@ export const PREAMBLE = `# Benchmarks
 PostgreSQL database, drives it over loopback HTTP with autocannon from the bench process, and prints one table.
 Every number in the table comes from the same run on the same machine:
 
+- **the naive reference** (\`bench/reference/naive-server.mjs\`, a measuring stick, not product code): \`node:http\` +
+  \`pg\`, one \`INSERT … ON CONFLICT DO NOTHING\` per request, 201/200 by \`rowCount\`, on the aggregator's table and
+  indexes, under the same single-event load; the aggregator's rate is read as a ratio of it;
 - **single-event \`POST /publish\`** with group commit on and off (a fresh aggregator and a fresh database each),
   64 connections, 12 s after a 3 s warm-up, 30% of requests re-sending an id sent earlier; only 2xx answers count;
 - **batch \`POST /publish/batch\`**, 1,000 events a request, 1,000 requests (1M events) on 4 connections, while the
@@ -23,6 +26,11 @@ Every number in the table comes from the same run on the same machine:
   calibrate the machine, a bare \`node:http\` server answering the same way;
 - **the SQL ceiling**: one server-side \`INSERT … SELECT … FROM generate_series … ON CONFLICT DO NOTHING\` of the same
   row shape into the same table, timed from the bench process;
+- **embedded** (PGlite, no \`DATABASE_URL\`): three first starts on a new \`DATA_DIR\` alternated with starts on the
+  server, then the same single-event and batch loads (\`bench/lib/embedded-phase.mjs\`);
+- **the publisher against wrk**: wrk, the publisher's single mode, wrk again on the same aggregator at the same
+  concurrency, then batch runs of 1,000,000 and 20,000 events (\`bench/lib/publisher-phase.mjs\`; wrk comes from
+  Debian's \`wrk\` package);
 - **\`GET /stats\`** after seeding the table server-side to 10M rows (\`--quick\` / \`BENCH_QUICK=1\`: 1M), with 1
   connection (the latency the target is read at) and with 8.
 
