@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The two ways to embed PostgreSQL (PGlite), measured on the same workloads in one run:
-//   in-process   our SqlClient on PGlite (dist/aggregator/PgliteClient.js), what the aggregator uses without DATABASE_URL;
+//   in-process   our SqlClient on PGlite (dist/aggregator/storage/PgliteClient.js), what the aggregator uses without DATABASE_URL;
 //   socket       PGlite served by @electric-sql/pglite-socket on a loopback port, reached by @effect/sql-pg through
 //                the aggregator's own Database layer (DATABASE_URL=postgres://postgres@127.0.0.1:<port>/postgres).
 //
@@ -85,8 +85,8 @@ const workload = (prefix, n, dupShare, seed = 42) => {
 const runStore = async (variant) => {
   const { ConfigProvider, Effect, Layer } = await import("effect")
   const { AggregatorConfig } = await import("../dist/aggregator/Config.js")
-  const { Database } = await import("../dist/aggregator/Database.js")
-  const { EventStore } = await import("../dist/aggregator/EventStore.js")
+  const { Database } = await import("../dist/aggregator/storage/Database.js")
+  const { EventStore } = await import("../dist/aggregator/storage/EventStore.js")
   const dir = mkdtempSync(join(os.tmpdir(), "pglite-socket-bench-"))
   const t0 = performance.now()
   let settings = { DATA_DIR: join(dir, "data"), LOG_LEVEL: "Warn" }

@@ -1,17 +1,16 @@
 import { describe, expect, it, layer } from "@effect/vitest"
-import { HttpApiBuilder, HttpClient, HttpClientRequest } from "@effect/platform"
+import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { ConfigProvider, Deferred, Effect, Either, Exit, FastCheck as fc, Layer, Logger, LogLevel } from "effect"
-import { Batcher } from "../src/aggregator/Batcher.js"
-import { Broker } from "../src/aggregator/Broker.js"
+import { Batcher } from "../src/aggregator/ingest/Batcher.js"
+import { Broker } from "../src/aggregator/live/Broker.js"
 import { AggregatorConfig } from "../src/aggregator/Config.js"
-import { Database } from "../src/aggregator/Database.js"
-import { eventKey, EventStore, type Inserted, type NewEvent } from "../src/aggregator/EventStore.js"
-import { ApiMiddlewareLive, AuthorizationLive, EventsLive, HealthLive, OperationsLive } from "../src/aggregator/Http.js"
-import { Draining } from "../src/aggregator/Lifecycle.js"
-import { ServeLive } from "../src/aggregator/Server.js"
-import { Stats } from "../src/aggregator/Stats.js"
-import { AggregatorApi } from "../src/domain/Api.js"
+import { Database } from "../src/aggregator/storage/Database.js"
+import { eventKey, EventStore, type Inserted, type NewEvent } from "../src/aggregator/storage/EventStore.js"
+import { ApiMiddlewareLive } from "../src/aggregator/http/Middleware.js"
+import { Draining } from "../src/aggregator/ops/Lifecycle.js"
+import { ApiLive, ServeLive } from "../src/aggregator/http/Server.js"
+import { Stats } from "../src/aggregator/ingest/Stats.js"
 import { type Overloaded, StorageUnavailable } from "../src/domain/Errors.js"
 import type { StoredEvent } from "../src/domain/Event.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
@@ -414,7 +413,7 @@ const noDatabase = Layer.succeed(
 const httpOver = (store: Layer.Layer<EventStore>, env: Record<string, string>) =>
   ServeLive.pipe(
     Layer.provide(ApiMiddlewareLive),
-    Layer.provide(HttpApiBuilder.api(AggregatorApi).pipe(Layer.provide([HealthLive, EventsLive, OperationsLive]), Layer.provide(AuthorizationLive))),
+    Layer.provide(ApiLive),
     Layer.provideMerge(NodeHttpServer.layerTest),
     Layer.provideMerge(Batcher.Default.pipe(
       Layer.provideMerge(Broker.Default),

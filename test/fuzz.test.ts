@@ -1,7 +1,7 @@
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Either, FastCheck as fc } from "effect"
 import { gzipSync } from "node:zlib"
-import { validateItem } from "../src/aggregator/Validation.js"
+import { validateItem } from "../src/aggregator/ingest/Validation.js"
 import { aggregatorLayer, TestAggregator, waitFor } from "./support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
 import { query } from "./support/database.js"

@@ -6,10 +6,10 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { AggregatorConfig } from "../src/aggregator/Config.js"
-import { Database } from "../src/aggregator/Database.js"
-import { EventStore, type NewEvent } from "../src/aggregator/EventStore.js"
-import { runMigrations } from "../src/aggregator/Migrations.js"
-import * as PgliteClient from "../src/aggregator/PgliteClient.js"
+import { Database } from "../src/aggregator/storage/Database.js"
+import { EventStore, type NewEvent } from "../src/aggregator/storage/EventStore.js"
+import { runMigrations } from "../src/aggregator/storage/Migrations.js"
+import * as PgliteClient from "../src/aggregator/storage/PgliteClient.js"
 
 let counter = 0
 const table = (prefix: string) => `${prefix}_${counter++}`

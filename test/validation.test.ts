@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, FastCheck as fc } from "effect"
-import { parseJson } from "../src/aggregator/Body.js"
-import { acceptedEvent, batchItems, GUARDED_DEPTH, validateBySchema, validateItem } from "../src/aggregator/Validation.js"
+import { parseJson } from "../src/aggregator/ingest/Body.js"
+import { acceptedEvent, batchItems, GUARDED_DEPTH, validateBySchema, validateItem } from "../src/aggregator/ingest/Validation.js"
 import { ValidationFailed } from "../src/domain/Errors.js"
 import { bodyOf, breaksArb, broken, topicOf, validEvent } from "./e2e/support/events.js"
 

@@ -1,24 +1,10 @@
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Logger from "effect/Logger"
-import * as LogLevel from "effect/LogLevel"
-import { withRequestIds } from "./Observe.js"
+import { AggregatorLive } from "./Aggregator.js"
 import { AggregatorConfig } from "./Config.js"
-import { ExitDeadlineLive } from "./Lifecycle.js"
-import { AggregatorLive } from "./Server.js"
-
-const LoggingLive = Layer.unwrapEffect(
-  Effect.map(
-    Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
-    (level) =>
-      Layer.merge(
-        Logger.replace(Logger.defaultLogger, Logger.withConsoleLog(withRequestIds(Logger.jsonLogger))),
-        Logger.minimumLogLevel(level)
-      )
-  )
-)
+import { ExitDeadlineLive } from "./ops/Lifecycle.js"
+import { LoggingLive } from "./ops/Logging.js"
 
 AggregatorLive.pipe(
   Layer.merge(ExitDeadlineLive.pipe(Layer.provide(AggregatorConfig.Default))),

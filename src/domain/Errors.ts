@@ -10,7 +10,15 @@ export class ValidationFailed extends Schema.TaggedError<ValidationFailed>()(
     issues: Schema.Array(Issue)
   },
   HttpApiSchema.annotations({ status: 422, description: "The request or one of its fields is invalid; nothing was stored" })
-) {}
+) {
+  /** The refusal of `what` for the issues found, counted in its message. */
+  static fromIssues(issues: ReadonlyArray<{ readonly path: string; readonly message: string }>, what = "the request") {
+    return new ValidationFailed({
+      message: `${what} is invalid (${issues.length} issue${issues.length === 1 ? "" : "s"})`,
+      issues
+    })
+  }
+}
 
 export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()(
   "PayloadTooLarge",

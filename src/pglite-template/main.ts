@@ -2,7 +2,7 @@ import * as Fs from "node:fs"
 import { createRequire } from "node:module"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
-import { makeTemplate } from "../aggregator/PgliteClient.js"
+import { makeTemplate } from "../aggregator/storage/PgliteClient.js"
 
 // Part of `npm run build`: runs the embedded PostgreSQL's initdb once, into dist/pgdata-template, so that the
 // aggregator's first start on a new DATA_DIR copies it instead of running initdb itself (seconds faster and

@@ -1,7 +1,7 @@
 import { HttpServer } from "@effect/platform"
 import { type ChildProcess, spawn } from "node:child_process"
 import { ConfigProvider, Effect, Layer } from "effect"
-import { AggregatorLive } from "../../src/aggregator/Server.js"
+import { AggregatorLive } from "../../src/aggregator/Aggregator.js"
 import { freshDatabase } from "./database.js"
 
 export interface Running {

@@ -5,7 +5,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Http from "node:http"
 import * as Net from "node:net"
-import { AggregatorConfig } from "./Config.js"
+import { AggregatorConfig } from "../Config.js"
 
 /** The Node server instance behind the Effect HttpServer, so shutdown can drain it itself. */
 export class NodeServer extends Context.Tag("Aggregator/NodeServer")<NodeServer, Http.Server>() {}

@@ -11,7 +11,7 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import { randomUUID } from "node:crypto"
-import * as Metrics from "./Metrics.js"
+import * as Metrics from "../ops/Metrics.js"
 import { routes } from "./Routes.js"
 
 /**

@@ -1,12 +1,12 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type { StoredEvent } from "../domain/Event.js"
-import { Overloaded, StorageUnavailable } from "../domain/Errors.js"
-import { Broker } from "./Broker.js"
-import { AggregatorConfig } from "./Config.js"
-import { EventStore, type Inserted, type NewEvent } from "./EventStore.js"
-import * as Metrics from "./Metrics.js"
+import type { StoredEvent } from "../../domain/Event.js"
+import { Overloaded, StorageUnavailable } from "../../domain/Errors.js"
+import { Broker } from "../live/Broker.js"
+import { AggregatorConfig } from "../Config.js"
+import { EventStore, type Inserted, type NewEvent } from "../storage/EventStore.js"
+import * as Metrics from "../ops/Metrics.js"
 
 /** Resumes after the event loop's next poll phase: an immediate queued from the check phase runs one loop later. */
 const nextIoTurn = Effect.async<void>((resume) => {

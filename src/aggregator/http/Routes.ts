@@ -1,5 +1,5 @@
 import * as HttpApi from "@effect/platform/HttpApi"
-import { AggregatorApi } from "../domain/Api.js"
+import { AggregatorApi } from "../../domain/Api.js"
 
 export interface Route {
   readonly method: string

@@ -1,6 +1,6 @@
 import type * as Sql from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
-import type { StoredEvent } from "../domain/Event.js"
+import type { StoredEvent } from "../../domain/Event.js"
 import { Database } from "./Database.js"
 import { TOTAL_SHARDS } from "./migrations/0001_create_events.js"
 

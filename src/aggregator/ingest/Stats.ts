@@ -1,8 +1,8 @@
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Ref from "effect/Ref"
-import type { UptimeStats } from "../domain/Event.js"
-import * as Metrics from "./Metrics.js"
+import type { UptimeStats } from "../../domain/Event.js"
+import * as Metrics from "../ops/Metrics.js"
 
 export interface Outcome {
   readonly processed: number

@@ -2,11 +2,11 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
-import type { UptimeStats } from "../domain/Event.js"
-import { Batcher } from "./Batcher.js"
-import { Broker } from "./Broker.js"
-import { AggregatorConfig } from "./Config.js"
-import { Stats } from "./Stats.js"
+import type { UptimeStats } from "../../domain/Event.js"
+import { Batcher } from "../ingest/Batcher.js"
+import { Broker } from "../live/Broker.js"
+import { AggregatorConfig } from "../Config.js"
+import { Stats } from "../ingest/Stats.js"
 
 export interface SummaryInput {
   readonly previous: UptimeStats

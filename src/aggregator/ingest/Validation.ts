@@ -10,8 +10,8 @@ import {
   payloadProblem,
   sourceProblem,
   topicProblem
-} from "../domain/Event.js"
-import type { NewEvent } from "./EventStore.js"
+} from "../../domain/Event.js"
+import type { NewEvent } from "../storage/EventStore.js"
 
 const pathText = (path: ReadonlyArray<PropertyKey>): string => path.map(String).join(".")
 

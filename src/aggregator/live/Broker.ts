@@ -18,11 +18,11 @@ import {
   ReplicaCounters,
   StoredEvent,
   type UptimeStats
-} from "../domain/Event.js"
-import { Overloaded } from "../domain/Errors.js"
-import { AggregatorConfig } from "./Config.js"
-import * as Metrics from "./Metrics.js"
-import { Stats } from "./Stats.js"
+} from "../../domain/Event.js"
+import { Overloaded } from "../../domain/Errors.js"
+import { AggregatorConfig } from "../Config.js"
+import * as Metrics from "../ops/Metrics.js"
+import { Stats } from "../ingest/Stats.js"
 
 /** Stored events as one live-tail client gets them: their Server-Sent Events frames, as bytes. */
 export interface Piece {

@@ -4,7 +4,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type { Readable } from "node:stream"
 import * as Zlib from "node:zlib"
-import { PayloadTooLarge, UnsupportedMediaType, ValidationFailed } from "../domain/Errors.js"
+import { PayloadTooLarge, UnsupportedMediaType, ValidationFailed } from "../../domain/Errors.js"
 import { scanJson } from "./JsonKeys.js"
 
 const jsonType = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i
