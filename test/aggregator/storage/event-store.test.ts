@@ -1,11 +1,11 @@
-import type { StoredEvent } from "../src/domain/Event.js"
+import type { StoredEvent } from "../../../src/domain/Event.js"
 import { describe, expect, layer } from "@effect/vitest"
 import { ConfigProvider, Effect, FastCheck as fc, Layer } from "effect"
-import { AggregatorConfig } from "../src/aggregator/Config.js"
-import { Database } from "../src/aggregator/storage/Database.js"
-import { EventStore, type NewEvent } from "../src/aggregator/storage/EventStore.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
-import { freshDatabase } from "./support/database.js"
+import { AggregatorConfig } from "../../../src/aggregator/Config.js"
+import { Database } from "../../../src/aggregator/storage/Database.js"
+import { EventStore, type NewEvent } from "../../../src/aggregator/storage/EventStore.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
+import { freshDatabase } from "../../support/database.js"
 
 // One suite, two backends: the PostgreSQL server and the embedded PGlite must behave the same.
 

@@ -5,11 +5,11 @@ import { ConfigProvider, Context, Deferred, Effect, FastCheck as fc, Fiber, Laye
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { AggregatorConfig } from "../src/aggregator/Config.js"
-import { Database } from "../src/aggregator/storage/Database.js"
-import { EventStore, type NewEvent } from "../src/aggregator/storage/EventStore.js"
-import { runMigrations } from "../src/aggregator/storage/Migrations.js"
-import * as PgliteClient from "../src/aggregator/storage/PgliteClient.js"
+import { AggregatorConfig } from "../../../src/aggregator/Config.js"
+import { Database } from "../../../src/aggregator/storage/Database.js"
+import { EventStore, type NewEvent } from "../../../src/aggregator/storage/EventStore.js"
+import { runMigrations } from "../../../src/aggregator/storage/Migrations.js"
+import * as PgliteClient from "../../../src/aggregator/storage/PgliteClient.js"
 
 let counter = 0
 const table = (prefix: string) => `${prefix}_${counter++}`

@@ -1,11 +1,11 @@
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Effect, FastCheck as fc } from "effect"
 import { spawn } from "node:child_process"
-import { aggregatorLayer, event, postJson, promise, spawnAggregator, TestAggregator, unique, waitFor } from "./support/aggregator.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
-import { freshDatabase, query } from "./support/database.js"
-import { freePort } from "./support/live.js"
-import { runPublisher } from "./support/publisher.js"
+import { aggregatorLayer, event, postJson, promise, spawnAggregator, TestAggregator, unique, waitFor } from "../../support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
+import { freshDatabase, query } from "../../support/database.js"
+import { freePort } from "../../support/live.js"
+import { runPublisher } from "../../support/publisher.js"
 
 /** `node dist/tester [vitest args]` with only the given settings of its own (vitest's env would leak in otherwise). */
 const runTester = (args: ReadonlyArray<string>, env: Record<string, string>) =>

@@ -1,10 +1,10 @@
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Either, FastCheck as fc } from "effect"
 import { gzipSync } from "node:zlib"
-import { validateItem } from "../src/aggregator/ingest/Validation.js"
-import { aggregatorLayer, TestAggregator, waitFor } from "./support/aggregator.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
-import { query } from "./support/database.js"
+import { validateItem } from "../../../src/aggregator/ingest/Validation.js"
+import { aggregatorLayer, TestAggregator, waitFor } from "../../support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
+import { query } from "../../support/database.js"
 
 // Thousands of generated hostile requests interleaved with valid events, against a live server: every hostile
 // one is a 4xx with a JSON error and stores nothing; no 5xx ever; every valid one is stored; the server stays up.

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { postJson, spawnAggregator, waitFor } from "./support/aggregator.js"
-import { freePort, startProxy } from "./support/live.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
-import { freshDatabase, query } from "./support/database.js"
+import { postJson, spawnAggregator, waitFor } from "../../support/aggregator.js"
+import { freePort, startProxy } from "../../support/live.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
+import { freshDatabase, query } from "../../support/database.js"
 
 // `node dist/aggregator` as a real process: start-up, restart and shutdown behaviour.
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
-import { duplicateKey } from "../src/aggregator/ingest/JsonKeys.js"
+import { duplicateKey } from "../../../src/aggregator/ingest/JsonKeys.js"
 
 const tricky = fc.constantFrom("a", "{", "}", "[", "]", ",", ":", "\"", "\\", "é", "🚀", "\u0001", "a\"b", "x\\\"y")
 const key = fc.oneof(fc.string({ maxLength: 6 }), tricky)

@@ -1,11 +1,11 @@
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import pg from "pg"
-import { aggregatorLayer, postJson, TestAggregator, waitFor, event, promise, unique } from "./support/aggregator.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
-import { adminUrl, query } from "./support/database.js"
-import { until } from "./support/live.js"
-import { parseExposition, valueOf } from "./support/prometheus.js"
+import { aggregatorLayer, postJson, TestAggregator, waitFor, event, promise, unique } from "../../support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
+import { adminUrl, query } from "../../support/database.js"
+import { until } from "../../support/live.js"
+import { parseExposition, valueOf } from "../../support/prometheus.js"
 
 // Failures while serving and configured limits, over real HTTP on real PostgreSQL. Each group runs its own
 // aggregator on its own fresh database, since most of them break or stall that database on purpose.

@@ -2,12 +2,12 @@ import { describe, expect, it } from "@effect/vitest"
 import * as net from "node:net"
 import { afterAll, beforeAll } from "vitest"
 import { Effect, FastCheck as fc, Metric, MetricBoundaries } from "effect"
-import { renderPrometheus } from "../src/aggregator/ops/Metrics.js"
-import { postJson, spawnAggregator, type Spawned, waitFor } from "./support/aggregator.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
-import { freshDatabase } from "./support/database.js"
-import { freePort } from "./support/live.js"
-import { parseExposition, sumOf, valueOf } from "./support/prometheus.js"
+import { renderPrometheus } from "../../../src/aggregator/ops/Metrics.js"
+import { postJson, spawnAggregator, type Spawned, waitFor } from "../../support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
+import { freshDatabase } from "../../support/database.js"
+import { freePort } from "../../support/live.js"
+import { parseExposition, sumOf, valueOf } from "../../support/prometheus.js"
 
 // GET /metrics (Prometheus text from Effect's Metric registry), the request id, and the JSON logs.
 

@@ -8,17 +8,17 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { parse, parseDocument } from "yaml"
-import { AggregatorConfig } from "../src/aggregator/Config.js"
-import { makeCommand, type Settings } from "../src/publisher/Cli.js"
-import { freePort } from "./support/live.js"
-import { spawnAggregator, waitFor } from "./support/aggregator.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
-import { freshDatabase } from "./support/database.js"
+import { AggregatorConfig } from "../../src/aggregator/Config.js"
+import { makeCommand, type Settings } from "../../src/publisher/Cli.js"
+import { freePort } from "../support/live.js"
+import { spawnAggregator, waitFor } from "../support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../support/backends.js"
+import { freshDatabase } from "../support/database.js"
 
 // The Docker Compose deployment, checked statically: there is no Docker engine on the build machines.
 // Entry files are looked up in dist/, so run `npm run build` first (`npm test` does).
 
-const root = fileURLToPath(new URL("..", import.meta.url))
+const root = fileURLToPath(new URL("../..", import.meta.url))
 const read = (file: string) => fs.readFileSync(path.join(root, file), "utf8")
 const composeText = read("docker-compose.yml")
 const compose: any = parse(composeText)

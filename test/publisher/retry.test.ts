@@ -1,14 +1,14 @@
 import { it } from "@effect/vitest"
-import { runPublisher } from "./support/publisher.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
+import { runPublisher } from "../support/publisher.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../support/backends.js"
 import { Effect, Schema } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import { afterAll, expect } from "vitest"
-import { Stats } from "../src/domain/Event.js"
-import { spawnAggregator, type Spawned } from "./support/aggregator.js"
-import { freshDatabase, query } from "./support/database.js"
-import { sampleStats } from "./support/stats.js"
+import { Stats } from "../../src/domain/Event.js"
+import { spawnAggregator, type Spawned } from "../support/aggregator.js"
+import { freshDatabase, query } from "../support/database.js"
+import { sampleStats } from "../support/stats.js"
 
 // vitest itself sets MODE=test; the publisher must see only the flags each test passes
 

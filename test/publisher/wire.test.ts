@@ -2,11 +2,11 @@ import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
 import * as net from "node:net"
 import { afterAll } from "vitest"
-import { countBatchAnswer, readBatchAnswer, readPublishAnswer } from "../src/publisher/SendLoop.js"
-import { histogramOf, LatencyRecorder, percentile } from "../src/publisher/Summary.js"
-import { Tally } from "../src/publisher/Tally.js"
-import { type Answer, Connection, RequestBuffer, targetOf, type WireFailure } from "../src/publisher/Wire.js"
-import { generateWorkload, Workload } from "../src/publisher/Workload.js"
+import { countBatchAnswer, readBatchAnswer, readPublishAnswer } from "../../src/publisher/SendLoop.js"
+import { histogramOf, LatencyRecorder, percentile } from "../../src/publisher/Summary.js"
+import { Tally } from "../../src/publisher/Tally.js"
+import { type Answer, Connection, RequestBuffer, targetOf, type WireFailure } from "../../src/publisher/Wire.js"
+import { generateWorkload, Workload } from "../../src/publisher/Workload.js"
 
 const servers: Array<net.Server> = []
 afterAll(async () => {

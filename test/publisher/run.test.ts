@@ -1,10 +1,10 @@
 import { describe, expect, it, layer } from "@effect/vitest"
-import { runPublisher } from "./support/publisher.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
+import { runPublisher } from "../support/publisher.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../support/backends.js"
 import { Effect, FastCheck as fc, Schema } from "effect"
-import { EventInput } from "../src/domain/Event.js"
-import { progressBar, progressLine } from "../src/publisher/Progress.js"
-import { classify, parseRetryAfter, retryDelay, defaultBackoff, type AttemptFailure } from "../src/publisher/Retry.js"
+import { EventInput } from "../../src/domain/Event.js"
+import { progressBar, progressLine } from "../../src/publisher/Progress.js"
+import { classify, parseRetryAfter, retryDelay, defaultBackoff, type AttemptFailure } from "../../src/publisher/Retry.js"
 import {
   type Counts,
   formatSummary,
@@ -16,10 +16,10 @@ import {
   statsShort,
   type Summary,
   verify
-} from "../src/publisher/Summary.js"
-import { duplicateCount, generateWorkload, sample } from "../src/publisher/Workload.js"
-import { aggregatorLayer, TestAggregator } from "./support/aggregator.js"
-import { query } from "./support/database.js"
+} from "../../src/publisher/Summary.js"
+import { duplicateCount, generateWorkload, sample } from "../../src/publisher/Workload.js"
+import { aggregatorLayer, TestAggregator } from "../support/aggregator.js"
+import { query } from "../support/database.js"
 
 // vitest itself sets MODE=test; the publisher must see only the flags each test passes
 

@@ -3,9 +3,9 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { postJson, waitFor } from "./support/aggregator.js"
-import { freePort, until } from "./support/live.js"
-import { parseExposition, valueOf } from "./support/prometheus.js"
+import { postJson, waitFor } from "../../support/aggregator.js"
+import { freePort, until } from "../../support/live.js"
+import { parseExposition, valueOf } from "../../support/prometheus.js"
 
 // The embedded defaults as a new user meets them: real processes on PGlite and the in-process broker, real HTTP
 // on loopback, no PostgreSQL or Redis server — so nothing here is skipped when those are missing.

@@ -10,7 +10,7 @@ import {
   Unauthorized,
   UnsupportedMediaType,
   ValidationFailed
-} from "../src/domain/Errors.js"
+} from "../../src/domain/Errors.js"
 import {
   Alive,
   BatchInput,
@@ -25,10 +25,10 @@ import {
   StoredEvent,
   Timestamp,
   Topic
-} from "../src/domain/Event.js"
-import { aggregatorLayer, postJson, TestAggregator, event, promise, unique } from "./support/aggregator.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
-import { query } from "./support/database.js"
+} from "../../src/domain/Event.js"
+import { aggregatorLayer, postJson, TestAggregator, event, promise, unique } from "../support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../support/backends.js"
+import { query } from "../support/database.js"
 
 
 const stats = (url: string) => promise(() => fetch(`${url}/stats`).then((r) => r.json() as Promise<any>))

@@ -5,12 +5,12 @@ import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { renderReport, type ReportInput } from "../src/publisher/Report.js"
-import { sampleStats } from "./support/stats.js"
-import { bucketIndex, histogramOf, LATENCY_BUCKETS_MS, latencyOf } from "../src/publisher/Summary.js"
-import { aggregatorLayer, TestAggregator } from "./support/aggregator.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
-import { runPublisher } from "./support/publisher.js"
+import { renderReport, type ReportInput } from "../../src/publisher/Report.js"
+import { sampleStats } from "../support/stats.js"
+import { bucketIndex, histogramOf, LATENCY_BUCKETS_MS, latencyOf } from "../../src/publisher/Summary.js"
+import { aggregatorLayer, TestAggregator } from "../support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../support/backends.js"
+import { runPublisher } from "../support/publisher.js"
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "publisher-report-"))
 const cleanup: Array<() => Promise<unknown>> = []

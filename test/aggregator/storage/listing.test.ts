@@ -1,7 +1,7 @@
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { aggregatorLayer, event, postJson, promise, TestAggregator, unique, waitFor } from "./support/aggregator.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
+import { aggregatorLayer, event, postJson, promise, TestAggregator, unique, waitFor } from "../../support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 
 // Large listings: one answer holds about LIST_MAX_BYTES at most, and X-Next-Before says where to go on.
 

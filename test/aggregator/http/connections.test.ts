@@ -1,8 +1,8 @@
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import * as net from "node:net"
-import { aggregatorLayer, promise, TestAggregator, waitFor } from "./support/aggregator.js"
-import { skipWithoutPostgres, withoutPostgresNote } from "./support/backends.js"
+import { aggregatorLayer, promise, TestAggregator, waitFor } from "../../support/aggregator.js"
+import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 
 // Clients that misbehave at the socket: oversized bodies sent whole, headers and bodies trickled, too many
 // connections. Raw sockets, since a well-behaved client (fetch) hides exactly what is tested here.

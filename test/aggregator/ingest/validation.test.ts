@@ -1,9 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, FastCheck as fc } from "effect"
-import { parseJson } from "../src/aggregator/ingest/Body.js"
-import { acceptedEvent, batchItems, GUARDED_DEPTH, validateBySchema, validateItem } from "../src/aggregator/ingest/Validation.js"
-import { ValidationFailed } from "../src/domain/Errors.js"
-import { bodyOf, breaksArb, broken, topicOf, validEvent } from "./e2e/support/events.js"
+import { parseJson } from "../../../src/aggregator/ingest/Body.js"
+import { acceptedEvent, batchItems, GUARDED_DEPTH, validateBySchema, validateItem } from "../../../src/aggregator/ingest/Validation.js"
+import { ValidationFailed } from "../../../src/domain/Errors.js"
+import { bodyOf, breaksArb, broken, topicOf, validEvent } from "../../e2e/support/events.js"
 
 // The ingest path validates with a hand-written fast path that only accepts; everything it does not accept
 // goes to the schema. These properties hold it to the schema's verdict and output.

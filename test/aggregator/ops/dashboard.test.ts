@@ -6,7 +6,7 @@ import * as http from "node:http"
 import type * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import { type Browser, chromium, type Page } from "playwright-core"
-import { aggregatorLayer, postJson, type Spawned, spawnAggregator, TestAggregator, waitFor } from "./support/aggregator.js"
+import { aggregatorLayer, postJson, type Spawned, spawnAggregator, TestAggregator, waitFor } from "../../support/aggregator.js"
 import {
   inCI,
   redisUrl,
@@ -14,9 +14,9 @@ import {
   skipWithoutRedis,
   withoutPostgresNote,
   withoutRedisNote
-} from "./support/backends.js"
-import { freshDatabase, query } from "./support/database.js"
-import { freePort } from "./support/live.js"
+} from "../../support/backends.js"
+import { freshDatabase, query } from "../../support/database.js"
+import { freePort } from "../../support/live.js"
 
 // GET /dashboard in a real Chromium: the figures, the live tail and the chart against real traffic.
 
@@ -39,7 +39,7 @@ const chromiumArgs = [
   "--disable-quic"
 ]
 
-const screenshotDir = fileURLToPath(new URL("../test-results/", import.meta.url))
+const screenshotDir = fileURLToPath(new URL("../../../test-results/", import.meta.url))
 
 const waitLong = { timeout: 30_000, interval: 100 }
 

@@ -1,16 +1,16 @@
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { StoredEvent } from "../src/domain/Event.js"
-import { postJson, type Spawned, spawnAggregator, waitFor } from "./support/aggregator.js"
+import type { StoredEvent } from "../../../src/domain/Event.js"
+import { postJson, type Spawned, spawnAggregator, waitFor } from "../../support/aggregator.js"
 import {
   redisUrl,
   skipWithoutPostgres,
   skipWithoutRedis,
   withoutPostgresNote,
   withoutRedisNote
-} from "./support/backends.js"
-import { freshDatabase, query } from "./support/database.js"
-import { freePort, keyOf, privateRedis, sseClient, until } from "./support/live.js"
+} from "../../support/backends.js"
+import { freshDatabase, query } from "../../support/database.js"
+import { freePort, keyOf, privateRedis, sseClient, until } from "../../support/live.js"
 
 // Replicas sharing one PostgreSQL and one Redis, as `node dist/aggregator` processes (run `npm run build`
 // first). Every run uses its own key and channel prefix, so parallel runs on one Redis do not mix.
