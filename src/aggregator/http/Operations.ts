@@ -23,7 +23,7 @@ export const OperationsLive = HttpApiBuilder.group(AggregatorApi, "operations", 
       yield* Metric.set(Metrics.streamClients, yield* broker.streamClients)
       yield* Metric.set(Metrics.uptime, yield* stats.uptimeSeconds)
       yield* Metric.set(Metrics.residentMemory, process.memoryUsage.rss())
-      const pool = yield* db.poolUse
+      const pool = yield* db.poolUsage
       if (Option.isSome(pool)) {
         yield* Metric.set(Metrics.poolInUse, pool.value.inUse)
         yield* Metric.set(Metrics.poolIdle, pool.value.idle)

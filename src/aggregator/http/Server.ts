@@ -18,10 +18,13 @@ import { LiveTail } from "../live/Stream.js"
 import { Draining, NodeServer } from "../ops/Lifecycle.js"
 import { observeRequests } from "./Observe.js"
 
-/** The API's handlers, group by group, and its security middleware. */
+/**
+ * The API's handlers, group by group, and its security middleware. The services they use (group commit,
+ * counters, broker, storage) come from the caller, so the program and a test each decide which instances.
+ */
 export const ApiLive = HttpApiBuilder.api(AggregatorApi).pipe(
   Layer.provide([HealthLive, EventsLive, OperationsLive]),
-  Layer.provide([AuthorizationLive, Ingest.Default, LiveTail.Default])
+  Layer.provide([AuthorizationLive, Ingest.DefaultWithoutDependencies, LiveTail.DefaultWithoutDependencies])
 )
 
 /**

@@ -23,6 +23,20 @@ interface Pending {
   readonly answer: (outcome: Answer) => void
 }
 
+/** What the group commit holds between submissions and flushes. */
+interface Gathering {
+  /** submissions in arrival order, not yet in a flush */
+  waiting: Array<Pending>
+  waitingEvents: number
+  /** flushes started and not yet settled */
+  inFlight: number
+  /** events waiting or being written: what MAX_PENDING_EVENTS caps */
+  pending: number
+  closing: boolean
+  /** resumes the writer fiber parked until a flush is due */
+  wake: (() => void) | undefined
+}
+
 /**
  * Group commit. Concurrent submissions are gathered into one multi-row insert and one transaction; each
  * submitter is answered only after that transaction commits (or every member gets the failure). While
@@ -45,36 +59,32 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     // one is, the next waits until it commits (gathering what arrives meanwhile) unless a whole batch is
     // already waiting: so batches grow with the load, and extra concurrent flushes are used only when one
     // flush at a time cannot keep up.
-    let waiting: Array<Pending> = []
-    let waitingEvents = 0
-    let inFlight = 0
-    let pending = 0
-    let closing = false
-    let wake: (() => void) | undefined
-    const ready = () => waiting.length > 0 && (inFlight === 0 || waitingEvents >= cap || !config.groupCommit)
+    // Touched only synchronously (inside `Effect.sync`/`Effect.async` callbacks), so one plain record is enough.
+    const state: Gathering = { waiting: [], waitingEvents: 0, inFlight: 0, pending: 0, closing: false, wake: undefined }
+    const ready = () => state.waiting.length > 0 && (state.inFlight === 0 || state.waitingEvents >= cap || !config.groupCommit)
     const poke = () => {
-      if (wake !== undefined && ready()) {
-        const resume = wake
-        wake = undefined
+      if (state.wake !== undefined && ready()) {
+        const resume = state.wake
+        state.wake = undefined
         resume()
       }
     }
     const work = Effect.async<void>((resume) => {
       if (ready()) return resume(Effect.void)
-      wake = () => resume(Effect.void)
+      state.wake = () => resume(Effect.void)
     })
 
     // The oldest submission always goes; the next ones while they fit under the cap, in arrival order.
     const take = (): ReadonlyArray<Pending> => {
       let n = 1
-      let size = waiting[0].events.length
+      let size = state.waiting[0].events.length
       if (config.groupCommit) {
-        while (n < waiting.length && size + waiting[n].events.length <= cap) size += waiting[n++].events.length
+        while (n < state.waiting.length && size + state.waiting[n].events.length <= cap) size += state.waiting[n++].events.length
       }
-      const batch = n === waiting.length ? waiting : waiting.slice(0, n)
-      waiting = n === waiting.length ? [] : waiting.slice(n)
-      waitingEvents -= size
-      inFlight++
+      const batch = n === state.waiting.length ? state.waiting : state.waiting.slice(0, n)
+      state.waiting = n === state.waiting.length ? [] : state.waiting.slice(n)
+      state.waitingEvents -= size
+      state.inFlight++
       return batch
     }
 
@@ -104,8 +114,8 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
           return logged ? Effect.void : Effect.logError("flush failed", exit.cause)
         }),
         Effect.ensuring(Effect.sync(() => {
-          pending -= events.length
-          inFlight--
+          state.pending -= events.length
+          state.inFlight--
           poke()
         })),
         Effect.ensuring(slots.release(1)),
@@ -116,7 +126,7 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     // PGlite answers without waiting for I/O, so the writer would take each request alone before the others
     // that arrived meanwhile are even read: on the embedded store it lets the event loop poll the sockets once.
     const gathering = config.groupCommit && config.embedded
-      ? Effect.suspend(() => waitingEvents < cap ? nextIoTurn : Effect.void)
+      ? Effect.suspend(() => state.waitingEvents < cap ? nextIoTurn : Effect.void)
       : Effect.void
     yield* slots.take(1).pipe(
       Effect.zipRight(work),
@@ -130,11 +140,11 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     // Runs after the HTTP server has drained; whatever still waits is refused, never left hanging.
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
-        closing = true
+        state.closing = true
         const refused = Effect.fail(new StorageUnavailable({ message: "the aggregator is shutting down; retry" }))
-        for (const p of waiting) p.answer(refused)
-        waiting = []
-        waitingEvents = 0
+        for (const p of state.waiting) p.answer(refused)
+        state.waiting = []
+        state.waitingEvents = 0
       })
     )
 
@@ -146,21 +156,21 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     const submit = (events: ReadonlyArray<NewEvent>): Effect.Effect<Inserted, Overloaded | StorageUnavailable> =>
       Effect.async((resume) => {
         if (events.length === 0) return resume(Effect.succeed([]))
-        if (closing) return resume(Effect.fail(new StorageUnavailable({ message: "the aggregator is shutting down; retry" })))
+        if (state.closing) return resume(Effect.fail(new StorageUnavailable({ message: "the aggregator is shutting down; retry" })))
         // A submission larger than the whole cap is admitted when nothing else waits, so it is never refused forever.
-        if (pending > 0 && pending + events.length > config.maxPendingEvents) {
+        if (state.pending > 0 && state.pending + events.length > config.maxPendingEvents) {
           return resume(Effect.fail(new Overloaded({ message: "too many events are waiting to be written; retry later" })))
         }
-        pending += events.length
-        waitingEvents += events.length
-        waiting.push({ events, answer: resume })
+        state.pending += events.length
+        state.waitingEvents += events.length
+        state.waiting.push({ events, answer: resume })
         poke()
       })
 
     return {
       submit,
-      pendingEvents: Effect.sync(() => pending)
+      pendingEvents: Effect.sync(() => state.pending)
     } as const
   }),
-  dependencies: [Broker.Default]
+  dependencies: [Broker.Default, EventStore.Default]
 }) {}

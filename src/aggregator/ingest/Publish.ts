@@ -124,5 +124,5 @@ export class Ingest extends Effect.Service<Ingest>()("Aggregator/Ingest", {
 
     return { publishOne, publishBatch } as const
   }),
-  dependencies: [AggregatorConfig.Default, Batcher.Default, Stats.Default]
+  dependencies: [Batcher.Default, Stats.Default]
 }) {}

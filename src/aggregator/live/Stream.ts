@@ -45,5 +45,5 @@ export class LiveTail extends Effect.Service<LiveTail>()("Aggregator/LiveTail", 
       })
     return { frames } as const
   }),
-  dependencies: [AggregatorConfig.Default, Broker.Default, Draining.Default]
+  dependencies: [Broker.Default, Draining.Default]
 }) {}

@@ -3,6 +3,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as MutableRef from "effect/MutableRef"
 import type * as Http from "node:http"
 import * as Net from "node:net"
 import { AggregatorConfig } from "../Config.js"
@@ -16,14 +17,15 @@ export class NodeServer extends Context.Tag("Aggregator/NodeServer")<NodeServer,
  */
 export class Draining extends Effect.Service<Draining>()("Aggregator/Draining", {
   effect: Effect.map(Deferred.make<void>(), (started) => {
-    let on = false
+    // read synchronously by every answer's headers (a pre-response handler), so a MutableRef, not a Ref
+    const on = MutableRef.make(false)
     return {
       get isOn() {
-        return on
+        return MutableRef.get(on)
       },
       started: Deferred.await(started),
       start: Effect.suspend(() => {
-        on = true
+        MutableRef.set(on, true)
         return Deferred.succeed(started, undefined)
       }).pipe(Effect.asVoid)
     }

@@ -19,7 +19,7 @@ import { NotReady, StorageUnavailable } from "../../domain/Errors.js"
 import { AggregatorConfig } from "../Config.js"
 import { runMigrations } from "./Migrations.js"
 import * as PgliteClient from "./PgliteClient.js"
-import { DbPool, type PoolUse } from "./Pool.js"
+import { DbPool, type PoolUsage } from "./Pool.js"
 
 const describe = (e: unknown): string => {
   if (e instanceof Error || (typeof e === "object" && e !== null && "message" in e)) {
@@ -38,32 +38,31 @@ const pgLayer = (url: string, maxConnections: number): Layer.Layer<SqlClient.Sql
   Layer.unwrapScoped(
     Effect.map(
       Effect.acquireRelease(
-        Effect.tryPromise({
-          try: async () => {
-            const pool = new Pg.Pool({
-              connectionString: url,
-              max: maxConnections,
-              connectionTimeoutMillis: 5_000,
-              application_name: "log-aggregator"
-            })
-            pool.on("error", () => {})
-            try {
-              await pool.query("SELECT 1")
-            } catch (e) {
-              await pool.end().catch(() => {})
-              throw e
-            }
-            return pool
-          },
-          catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
-        }),
+        Effect.sync(() => {
+          const pool = new Pg.Pool({
+            connectionString: url,
+            max: maxConnections,
+            connectionTimeoutMillis: 5_000,
+            application_name: "log-aggregator"
+          })
+          pool.on("error", () => {})
+          return pool
+        }).pipe(
+          // the first connection is tried here; a pool that never connected is closed before the next attempt
+          Effect.tap((pool) =>
+            Effect.tryPromise({
+              try: () => pool.query("SELECT 1"),
+              catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
+            }).pipe(Effect.tapError(() => Effect.promise(() => pool.end().catch(() => {}))))
+          )
+        ),
         (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1000))
       ),
       (pool) =>
         Layer.merge(
           PgClient.layerFromPool({ acquire: Effect.succeed(pool) }),
           Layer.succeed(DbPool, {
-            use: () => ({
+            usage: () => ({
               max: maxConnections,
               inUse: pool.totalCount - pool.idleCount,
               idle: pool.idleCount,
@@ -153,9 +152,9 @@ export class Database extends Effect.Service<Database>()("Aggregator/Database", 
       readiness,
       awaitConnected: Effect.map(Deferred.await(connected), ([sql]) => sql),
       /** The connections' use right now; none before the database is first reached. */
-      poolUse: Effect.flatMap(Deferred.poll(connected), Option.match({
+      poolUsage: Effect.flatMap(Deferred.poll(connected), Option.match({
         onNone: () => Effect.succeedNone,
-        onSome: (d) => Effect.map(d, ([, pool]) => Option.some<PoolUse>(pool.use()))
+        onSome: (d) => Effect.map(d, ([, pool]) => Option.some<PoolUsage>(pool.usage()))
       })),
       /** Run a query; any SQL failure is a 503 to the caller and an error line in the log. */
       use: <A, E, R>(f: (sql: SqlClient.SqlClient) => Effect.Effect<A, E, R>): Effect.Effect<A, StorageUnavailable, R> =>

@@ -1,5 +1,6 @@
 import type * as Sql from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
+import * as MutableRef from "effect/MutableRef"
 import type { StoredEvent } from "../../domain/Event.js"
 import { Database } from "./Database.js"
 import { TOTAL_SHARDS } from "./migrations/0001_create_events.js"
@@ -75,7 +76,8 @@ const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A
 export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventStore", {
   effect: Effect.gen(function*() {
     const db = yield* Database
-    let nextShard = Math.floor(Math.random() * TOTAL_SHARDS)
+    // the totals row the next insert adds to, in turn, so concurrent transactions rarely update the same row
+    const nextShard = MutableRef.make(Math.floor(Math.random() * TOTAL_SHARDS))
 
     // The rows go as one JSON text: `pg` sends one string instead of escaping five arrays element by
     // element, and the payloads (already JSON) are embedded as they are. A payload is wrapped in `[…]` so a
@@ -116,8 +118,7 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
             uniqueAt.push(i)
           }
         }
-        const shard = nextShard
-        nextShard = (nextShard + 1) % TOTAL_SHARDS
+        const shard = MutableRef.getAndUpdate(nextShard, (n) => (n + 1) % TOTAL_SHARDS)
         const statements = unique.length <= statementRows
           ? insertStatement(sql, unique, shard)
           : Effect.map(
@@ -218,5 +219,6 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
       .pipe(Effect.map((rows) => Number(rows[0]?.total ?? 0)), Effect.withSpan("EventStore.totalRows"))
 
     return { insertMany, list, page, get, totalRows } as const
-  })
+  }),
+  dependencies: [Database.Default]
 }) {}

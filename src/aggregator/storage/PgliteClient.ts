@@ -142,9 +142,9 @@ export const makeTemplate = async (dir: string): Promise<void> => {
  * transaction (no `TransactionConnection` in its context) waits for the lock, as with a pool of one.
  */
 export const make = (options: PgliteClientOptions) =>
-  Effect.map(makeWithUse(options), ({ client }) => client)
+  Effect.map(makeWithUsage(options), ({ client }) => client)
 
-const makeWithUse = (options: PgliteClientOptions) =>
+const makeWithUsage = (options: PgliteClientOptions) =>
   Effect.gen(function*() {
     const db = yield* open(options)
     const lock = yield* Effect.makeSemaphore(1)
@@ -174,13 +174,13 @@ const makeWithUse = (options: PgliteClientOptions) =>
         ["db.namespace", options.dataDir ?? "memory"]
       ]
     })
-    const use = () => ({ max: 1, inUse: held, idle: 1 - held, waiting: undefined })
-    return { client, use }
+    const usage = () => ({ max: 1, inUse: held, idle: 1 - held, waiting: undefined })
+    return { client, usage }
   })
 
 /** The `SqlClient` on PGlite (and its one connection's use); closing the layer closes the database. */
 export const layer = (options: PgliteClientOptions): Layer.Layer<SqlClient.SqlClient | DbPool, SqlError> =>
   Layer.scopedContext(
-    Effect.map(makeWithUse(options), ({ client, use }) =>
-      Context.make(SqlClient.SqlClient, client).pipe(Context.add(DbPool, { use })))
+    Effect.map(makeWithUsage(options), ({ client, usage }) =>
+      Context.make(SqlClient.SqlClient, client).pipe(Context.add(DbPool, { usage })))
   ).pipe(Layer.provide(Reactivity.layer))

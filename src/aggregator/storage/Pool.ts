@@ -1,7 +1,7 @@
 import * as Context from "effect/Context"
 
 /** How busy the database connections are, read when metrics are scraped. */
-export interface PoolUse {
+export interface PoolUsage {
   readonly max: number
   readonly inUse: number
   readonly idle: number
@@ -10,4 +10,4 @@ export interface PoolUse {
 }
 
 /** Provided next to the SqlClient by each database backend. */
-export class DbPool extends Context.Tag("Aggregator/DbPool")<DbPool, { readonly use: () => PoolUse }>() {}
+export class DbPool extends Context.Tag("Aggregator/DbPool")<DbPool, { readonly usage: () => PoolUsage }>() {}

@@ -306,7 +306,7 @@ const runOnMemory = (
     const events = subs.map((x) => x.keys.map((k) => keyed(k)))
     const answers = yield* submitAll(subs, events, store).pipe(
       Effect.tap(() => drained),
-      Effect.provide(Batcher.Default.pipe(Layer.provide(store.layer), Layer.provide(configLayer(envOf(s)))))
+      Effect.provide(Batcher.DefaultWithoutDependencies.pipe(Layer.provide(Broker.Default), Layer.provide(store.layer), Layer.provide(configLayer(envOf(s)))))
     )
     const { committedKeys, storedBy } = checkAgainstFlushes(events, answers, store.flushes)
 
@@ -387,7 +387,7 @@ describe("Batcher (group commit)", () => {
         expect(yield* batcher.pendingEvents).toBe(0)
         expect(yield* flags([ev(6)])).toEqual([true])
       }).pipe(
-        Effect.provide(Batcher.Default.pipe(
+        Effect.provide(Batcher.DefaultWithoutDependencies.pipe(Layer.provide(Broker.Default), 
           Layer.provide(store.layer),
           Layer.provide(configLayer({ MAX_PENDING_EVENTS: "5", FLUSH_CONCURRENCY: "1" }))
         ))
@@ -404,7 +404,7 @@ const noDatabase = Layer.succeed(
     client: Effect.fail(new StorageUnavailable({ message: "no database in this test" })),
     readiness: Effect.succeed({ status: "ready" as const, database: "postgresql" as const }),
     awaitConnected: Effect.never,
-    poolUse: Effect.succeedNone,
+    poolUsage: Effect.succeedNone,
     use: () => Effect.fail(new StorageUnavailable({ message: "no database in this test" }))
   })
 )
@@ -415,7 +415,7 @@ const httpOver = (store: Layer.Layer<EventStore>, env: Record<string, string>) =
     Layer.provide(ApiMiddlewareLive),
     Layer.provide(ApiLive),
     Layer.provideMerge(NodeHttpServer.layerTest),
-    Layer.provideMerge(Batcher.Default.pipe(
+    Layer.provideMerge(Batcher.DefaultWithoutDependencies.pipe(
       Layer.provideMerge(Broker.Default),
       Layer.provideMerge(store),
       Layer.provideMerge(noDatabase),
@@ -615,7 +615,7 @@ describe.skipIf(skipWithoutPostgres)(`Batcher against PostgreSQL${withoutPostgre
           const totalsAfter = yield* Effect.promise(() => query(url, "SELECT sum(total)::int AS n FROM event_totals"))
           expect(totalsAfter[0].n).toBe(before[0].n)
         }).pipe(
-          Effect.provide(Batcher.Default.pipe(
+          Effect.provide(Batcher.DefaultWithoutDependencies.pipe(Layer.provide(Broker.Default), 
             Layer.provide(Layer.succeed(EventStore, store)),
             Layer.provide(configLayer({ FLUSH_MAX_EVENTS: "50", FLUSH_CONCURRENCY: "3" }))
           )),
@@ -639,7 +639,7 @@ describe.skipIf(skipWithoutPostgres)(`Batcher against PostgreSQL${withoutPostgre
           const events = subs.map((x) => x.keys.map((k) => keyed(k, prefix)))
           const answers = yield* submitAll(subs, events, recorder).pipe(
             Effect.tap(() => drained),
-            Effect.provide(Batcher.Default.pipe(
+            Effect.provide(Batcher.DefaultWithoutDependencies.pipe(Layer.provide(Broker.Default), 
               Layer.provide(Layer.succeed(EventStore, EventStore.make({ ...real, insertMany: recorder.insertMany }))),
               Layer.provide(configLayer(envOf(s)))
             )),

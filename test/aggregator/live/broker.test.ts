@@ -105,7 +105,7 @@ describe("announcing and fanning out (in-process broker)", () => {
         expect(yield* broker.announcements).toEqual({ published: store.stored.size, failed: 0 })
       }).pipe(
         Effect.scoped,
-        Effect.provide(Batcher.Default.pipe(
+        Effect.provide(Batcher.DefaultWithoutDependencies.pipe(
           Layer.provideMerge(Broker.Default),
           Layer.provide(store.layer),
           Layer.provide(configLayer({ FLUSH_MAX_EVENTS: String(flushMaxEvents), GROUP_COMMIT: String(groupCommit) }))

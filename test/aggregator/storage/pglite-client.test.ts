@@ -58,7 +58,7 @@ const fakeDatabase = (sql: SqlClient.SqlClient) =>
       client: Effect.succeed(sql),
       readiness: Effect.succeed({ status: "ready" as const, database: "postgresql" }),
       awaitConnected: Effect.succeed(sql),
-      poolUse: Effect.succeedNone,
+      poolUsage: Effect.succeedNone,
       use: (f) => Effect.orDie(f(sql))
     })
   )
@@ -194,7 +194,7 @@ layer(PgliteClient.layer({ dataDir: undefined }), { excludeTestServices: true, t
         expect(first.map(([id, name]) => [id, name])).toEqual([[1, "create_events"]])
         expect(yield* Effect.provideService(runMigrations, SqlClient.SqlClient, sql)).toEqual([])
 
-        const store = yield* Effect.provide(EventStore, EventStore.Default.pipe(Layer.provide(fakeDatabase(sql))))
+        const store = yield* Effect.provide(EventStore, EventStore.DefaultWithoutDependencies.pipe(Layer.provide(fakeDatabase(sql))))
         const batch = [newEvent("t", "1", { a: [1] }), newEvent("t", "2"), newEvent("t", "1"), newEvent("u", "1")]
         expect((yield* store.insertMany(batch)).map((row) => row !== undefined)).toEqual([true, true, false, true])
         expect((yield* store.insertMany([newEvent("t", "2"), newEvent("t", "3")])).map((row) => row !== undefined)).toEqual([false, true])
