@@ -12,7 +12,7 @@ import { AggregatorApi } from "../../domain/Api.js"
 import { MethodNotAllowed, NotFound, ValidationFailed } from "../../domain/Errors.js"
 import type { AggregatorConfig } from "../Config.js"
 import type { Draining } from "../ops/Lifecycle.js"
-import { allowedMethods, isDeclaredPath, pathOf } from "./Routes.js"
+import { allowedMethods, matchOf, pathOf } from "./Routes.js"
 
 const json = (status: number, body: unknown, headers?: Record<string, string>) =>
   HttpServerResponse.unsafeJson(body, { status, ...(headers ? { headers } : {}) })
@@ -77,8 +77,8 @@ export const ApiMiddlewareLive = HttpApiBuilder.middleware(
 
     return (app) =>
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
-        const path = pathOf(request.url)
-        if (!isDeclaredPath(path) && !documentPaths.has(path)) return Effect.succeed(notRouted(request, path))
+        const { declared, path } = matchOf(request)
+        if (!declared && !documentPaths.has(path)) return Effect.succeed(notRouted(request, path))
         return Effect.catchAllCause(app, recover(request)) as Effect.Effect<HttpServerResponse.HttpServerResponse, ValidationFailed>
       })
   }),

@@ -12,15 +12,14 @@ import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import { randomUUID } from "node:crypto"
 import * as Metrics from "../ops/Metrics.js"
-import { routes } from "./Routes.js"
+import { matchOf } from "./Routes.js"
 
 /**
  * The label for a request: its endpoint as declared (`GET /events/:topic/:event_id`), never the concrete
  * path (which holds topics and event ids) — anything else is `other`, so the label set stays small.
  */
-export const routeLabel = (method: string, url: string): string => {
-  const path = url.split("?")[0]
-  const route = routes.find((r) => r.method === method && r.pattern.test(path))
+export const routeLabel = (request: { readonly method: string; readonly url: string }): string => {
+  const route = matchOf(request).route
   return route === undefined ? "other" : `${route.method} ${route.path}`
 }
 
@@ -75,7 +74,7 @@ export const observeRequests = HttpMiddleware.make((app) =>
       const gone = !response.writableFinished && (response.destroyed || Exit.isInterrupted(exit))
       const status = gone ? 499 : response.headersSent ? response.statusCode : 500
       const seconds = (performance.now() - started) / 1000
-      const route = routeLabel(request.method, request.url)
+      const route = routeLabel(request)
       // an event stream lasts as long as its client stays: its duration is not a latency
       if (response.getHeader("content-type") !== "text/event-stream") {
         Metrics.requestDurationOf(route, status).unsafeUpdate(seconds, [])
