@@ -106,7 +106,10 @@ for (const backend of backends) {
             let before: number | undefined
             for (let pages = 0; ; pages++) {
               expect(pages).toBeLessThanOrEqual(sizes.length + 1)
-              const { events, more } = yield* store.page({ topic, limit, maxBytes, ...(before !== undefined ? { before } : {}) })
+              const page = yield* store.page({ topic, limit, maxBytes, ...(before !== undefined ? { before } : {}) })
+              const events = page.events.map((text) => JSON.parse(text) as StoredEvent)
+              const more = page.more
+              if (more) expect(page.last).toBe(events[events.length - 1].seq)
               expect(events.length).toBeLessThanOrEqual(limit)
               // each event counts as its payload's JSON text plus 256 bytes for the other fields
               const bytes = events.reduce((sum, e) => sum + JSON.stringify(e.payload).length + 256, 0)
