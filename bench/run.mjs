@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // npm run bench [-- --quick]: the aggregator's throughput, latency, ceilings and memory in one table.
 // node bench/run.mjs --reads-only [--quick]: only the table at scale (seeding, /stats, /topics, filtered
-// /events pages, the export), printed and not written to BENCHMARKS.md.
+// /events pages, the export), printed and not written to BENCHMARKS.md. BENCH_READS_DB=<url> seeds (once) and
+// keeps that database instead of a fresh one.
 // Runs the built dist/aggregator against the local PostgreSQL (BENCH_DATABASE_URL, default
 // postgres://postgres@127.0.0.1:5432/postgres), on fresh databases it drops at the end.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs"
@@ -259,6 +260,8 @@ const atScalePhase = async (agg, mainUrl) => {
     }))
 }
 
+const cpuPerRequest = (r) => `CPU a request: aggregator ${fmt(r.aggMs, 2)} ms, PostgreSQL ${fmt(r.pgMs, 2)} ms`
+
 /** The rows and targets of the reads at scale (GET /topics, filtered pages, export). */
 const readsTable = () => {
   const { reads, statsRows } = results
@@ -266,8 +269,8 @@ const readsTable = () => {
   const worstPage = reads.pages.reduce((w, p) => (p.p99 > w.p99 ? p : w), reads.pages[0])
   const e = reads.export
   const rows = [
-    [`GET /topics at ${scale} (1 conn, ${cfg.statsDuration} s)`, `${fmt(reads.topics.perSec)} req/s`, ms(reads.topics.p50), ms(reads.topics.p99), "—", "—", reads.topics.text],
-    ...reads.pages.map((p) => [`GET /events, ${p.label} (1 conn, ${cfg.statsDuration} s): \`${p.path}\``, `${fmt(p.perSec)} req/s`, ms(p.p50), ms(p.p99), "—", "—", p.text]),
+    [`GET /topics at ${scale} (1 conn, ${cfg.statsDuration} s)`, `${fmt(reads.topics.perSec)} req/s`, ms(reads.topics.p50), ms(reads.topics.p99), "—", cpuText(reads.topics.cpu), `${cpuPerRequest(reads.topics)}; ${reads.topics.text}`],
+    ...reads.pages.map((p) => [`GET /events, ${p.label} (1 conn, ${cfg.statsDuration} s): \`${p.path}\``, `${fmt(p.perSec)} req/s`, ms(p.p50), ms(p.p99), "—", cpuText(p.cpu), `${cpuPerRequest(p)}; ${p.text}`]),
     [
       `GET /events/export?topic=export, ${fmt(e.rows)} rows in one topic`,
       `${fmt(e.lines / e.seconds)} events/s`,
@@ -290,7 +293,8 @@ const readsTable = () => {
 const readsOnlyMain = async () => {
   const began = Date.now()
   const loadAtStart = os.loadavg().map((x) => x.toFixed(2)).join(", ")
-  const mainUrl = await freshDatabase("reads")
+  // BENCH_READS_DB: a database to seed (once) and keep, so later runs measure without seeding again
+  const mainUrl = env.BENCH_READS_DB ?? await freshDatabase("reads")
   const agg = await start({ name: "reads", databaseUrl: mainUrl })
   await atScalePhase(agg, mainUrl)
   await stop(agg)

@@ -1,6 +1,6 @@
 // The read side at scale: GET /topics and filtered GET /events pages on the seeded table (10M rows over
 // 1,000 topics), and GET /events/export of one 1M-row topic with the aggregator's RSS sampled.
-import { rssKb, sampleRss } from "./aggregator.mjs"
+import { measureCpu, rssKb, sampleRss } from "./aggregator.mjs"
 import { fmt, getLoad } from "./workloads.mjs"
 
 export const SEED_TOPICS = 1000
@@ -32,6 +32,16 @@ export const seedInsert = (topicSql) => `
   )
   SELECT count(*)::int8 AS n FROM ins`
 
+/**
+ * One connection for `duration` s, with the CPU each request cost the aggregator and PostgreSQL (ms): on a
+ * machine busy with other work the latency is mostly waiting for a core, the CPU a request takes is not.
+ */
+const measured = async (agg, path, duration) => {
+  const { result, cpu, wall } = await measureCpu(agg.pid, () => getLoad({ url: agg.url, path, connections: 1, duration, check: true }))
+  const perRequest = (share) => (share * wall * 1000) / Math.max(1, result.ok)
+  return { ...result, cpu, aggMs: perRequest(cpu.aggregator), pgMs: perRequest(cpu.postgres) }
+}
+
 const iso = (secondsAfterEpoch) => new Date(SEED_EPOCH + secondsAfterEpoch * 1000).toISOString()
 
 /** The filtered pages measured, on a table seeded with `rows` rows by `seedInsert("'seed-' || (g % 1000)")`. */
@@ -57,7 +67,7 @@ export const readsPhase = async ({ agg, dbUrl, withClient, rows, duration, expor
   const results = { pages: [] }
   say(`GET /topics at ${fmt(rows)} rows: ${duration} s, 1 connection`)
   await getLoad({ url: agg.url, path: "/topics", connections: 1, duration: 1 }) // warm-up
-  const topics = await getLoad({ url: agg.url, path: "/topics", connections: 1, duration, check: true })
+  const topics = await measured(agg, "/topics", duration)
   let listed
   try {
     listed = JSON.parse(topics.firstBody)
@@ -72,12 +82,12 @@ export const readsPhase = async ({ agg, dbUrl, withClient, rows, duration, expor
     ...topics,
     text: `${fmt(listed.length)} topics, their counts sum to ${fmt(counted)} ${topicsOk ? "=" : "≠"} count(*) ${fmt(actual)} ${topicsOk ? "✓" : "✗"}`
   }
-  say(`  p99 ${topics.p99} ms; ${results.topics.text}`)
+  say(`  p99 ${topics.p99} ms; CPU a request: aggregator ${topics.aggMs.toFixed(2)} ms, PostgreSQL ${topics.pgMs.toFixed(2)} ms; ${results.topics.text}`)
 
   for (const { label, path } of filteredPages(rows)) {
     say(`GET ${path}: ${duration} s, 1 connection`)
     await getLoad({ url: agg.url, path, connections: 1, duration: 1 })
-    const r = await getLoad({ url: agg.url, path, connections: 1, duration, check: true })
+    const r = await measured(agg, path, duration)
     let events
     try {
       events = JSON.parse(r.firstBody)
@@ -96,7 +106,7 @@ export const readsPhase = async ({ agg, dbUrl, withClient, rows, duration, expor
     const ok = JSON.stringify(events.map((e) => e.seq)) === JSON.stringify(expected)
     checks.push(ok)
     results.pages.push({ ...r, label, path, text: `${events.length} events, the newest matches ${ok ? "✓" : "✗"}` })
-    say(`  p99 ${r.p99} ms; ${events.length} events`)
+    say(`  p99 ${r.p99} ms; CPU a request: aggregator ${r.aggMs.toFixed(2)} ms, PostgreSQL ${r.pgMs.toFixed(2)} ms; ${events.length} events`)
   }
 
   say(`export: seeding ${fmt(exportRows)} rows into one topic`)
