@@ -4,6 +4,8 @@
 //            clients reading; time to store them, GET / latency meanwhile, announcements failed.
 //   listing: 1,000 events of 65,000-byte payloads in one topic, then 4 clients fetching
 //            GET /events?topic=…&limit=1000 over and over; GET / latency meanwhile, peak RSS.
+//            PROBE_APART=1 probes GET / from a child process, so the latency is not this process's own
+//            event loop reading the listings.
 // Runs the built aggregator against the local PostgreSQL (BENCH_DATABASE_URL) on a fresh database it drops.
 import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
@@ -91,11 +93,35 @@ const probe = (url) => {
   }
 }
 
+/**
+ * The same probe in a child process, so what the latencies measure is the aggregator, not this process's
+ * own event loop (busy reading the listings' hundreds of MiB). Answers a function that stops it and answers
+ * the latencies.
+ */
+const probeApart = (url) => {
+  const child = spawn(process.execPath, [process.argv[1], "probe", url], { stdio: ["pipe", "pipe", "inherit"] })
+  let out = ""
+  child.stdout.on("data", (d) => (out += d))
+  const exited = new Promise((r) => child.on("exit", r))
+  return async () => {
+    child.stdin.end()
+    await exited
+    return JSON.parse(out)
+  }
+}
+
 const fmtLat = (l) => `GET / n=${l.n} p50 ${l.p50.toFixed(1)} ms, p99 ${l.p99.toFixed(1)} ms, max ${l.max.toFixed(1)} ms`
 
 // ---- readers: a child process holding N raw live-tail connections, discarding what it reads ----------
 
-if (mode === "readers") {
+if (mode === "probe") {
+  const stop = probe(process.argv[3])
+  process.stdin.resume()
+  process.stdin.on("end", async () => {
+    process.stdout.write(JSON.stringify(await stop()))
+    process.exit(0)
+  })
+} else if (mode === "readers") {
   const [port, n] = [Number(process.argv[3]), Number(process.argv[4])]
   let bytes = 0
   let refused = 0
@@ -170,14 +196,16 @@ if (mode === "readers") {
   }
   say("seeded 1,000 events of ~65 KB")
   // GET / alone first, in the same run, as the yardstick for the machine's load
-  const idle = probe(agg.url)
+  const apart = env.PROBE_APART === "1"
+  const idle = (apart ? probeApart : probe)(agg.url)
   await new Promise((r) => setTimeout(r, 5000))
   const idleLatency = await idle()
   say(`idle: ${fmtLat(idleLatency)}`)
   const baseline = rssMiB(agg.pid)
   let peak = baseline
   const sampler = setInterval(() => (peak = Math.max(peak, rssMiB(agg.pid))), 100)
-  const stop = probe(agg.url)
+  const stop = (apart ? probeApart : probe)(agg.url)
+  const cpu0 = cpuSeconds(agg.pid)
   const t0 = performance.now()
   let bytes = 0
   let pages = 0
@@ -200,12 +228,13 @@ if (mode === "readers") {
     for (let r = 0; r < rounds; r++) counts.push(await fetchAll())
   }))
   const seconds = (performance.now() - t0) / 1000
+  const cpu = cpuSeconds(agg.pid) - cpu0
   const latency = await stop()
   clearInterval(sampler)
   const head = await fetch(`${agg.url}/events?topic=${topic}&limit=1000`, { method: "HEAD" })
-  say(`4 clients × ${rounds} full listings: ${pages} responses, ${(bytes / 2 ** 20).toFixed(0)} MiB in ${seconds.toFixed(1)} s; ${fmtLat(latency)}; RSS ${baseline.toFixed(0)} → peak ${peak.toFixed(0)} MiB; HEAD ${head.status} next ${head.headers.get("x-next-before")}`)
+  say(`4 clients × ${rounds} full listings: ${pages} responses, ${(bytes / 2 ** 20).toFixed(0)} MiB in ${seconds.toFixed(1)} s (aggregator CPU ${cpu.toFixed(1)} s); ${fmtLat(latency)}; RSS ${baseline.toFixed(0)} → peak ${peak.toFixed(0)} MiB; HEAD ${head.status} next ${head.headers.get("x-next-before")}`)
   await agg.stop()
-  console.log(JSON.stringify({ idleP99: idleLatency.p99, p99: latency.p99, max: latency.max, peakRss: peak, pages, seconds }))
+  console.log(JSON.stringify({ idleP99: idleLatency.p99, p99: latency.p99, max: latency.max, peakRss: peak, pages, seconds, cpu }))
 } else {
   console.error("usage: node bench/hostile.mjs tail|listing [--dist dist/aggregator]")
   process.exit(2)

@@ -1,5 +1,8 @@
 #!/usr/bin/env node
 // npm run bench [-- --quick]: the aggregator's throughput, latency, ceilings and memory in one table.
+// node bench/run.mjs --reads-only [--quick]: only the table at scale (seeding, /stats, /topics, filtered
+// /events pages, the export), printed and not written to BENCHMARKS.md. BENCH_READS_DB=<url> seeds (once) and
+// keeps that database instead of a fresh one.
 // Runs the built dist/aggregator against the local PostgreSQL (BENCH_DATABASE_URL, default
 // postgres://postgres@127.0.0.1:5432/postgres), on fresh databases it drops at the end.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs"
@@ -17,6 +20,7 @@ import {
 } from "./lib/aggregator.mjs"
 import { embeddedPhase, embeddedRows } from "./lib/embedded-phase.mjs"
 import { publisherPhase } from "./lib/publisher-phase.mjs"
+import { readsPhase, SEED_TOPICS, seedInsert } from "./lib/reads-phase.mjs"
 import { markdownTable, writeLatestRun } from "./lib/report.mjs"
 import { batch, describeCodes, fmt, getLoad, singleEvent } from "./lib/workloads.mjs"
 import { summarizeFile } from "./profile-summary.mjs"
@@ -24,6 +28,8 @@ import { summarizeFile } from "./profile-summary.mjs"
 const env = process.env
 const num = (name, fallback) => (env[name] !== undefined && env[name] !== "" ? Number(env[name]) : fallback)
 const quick = process.argv.includes("--quick") || env.BENCH_QUICK === "1"
+// only the table at scale: seeding, GET /stats, GET /topics, filtered GET /events pages and the export
+const readsOnly = process.argv.includes("--reads-only")
 const profileMode = (env.BENCH_PROFILE ?? "").toLowerCase()
 const profileSingle = ["1", "true", "single", "all"].includes(profileMode)
 const profileBatch = ["batch", "all"].includes(profileMode)
@@ -43,6 +49,7 @@ const cfg = {
   statsDuration: num("BENCH_STATS_DURATION", 5),
   bareDuration: num("BENCH_BARE_DURATION", 5),
   seedChunk: 1_000_000,
+  exportRows: num("BENCH_EXPORT_ROWS", quick ? 100_000 : 1_000_000),
   seedConcurrency: num("BENCH_SEED_CONCURRENCY", 2)
 }
 const adminUrl = env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
@@ -180,7 +187,133 @@ const naivePhase = async () => {
 /** Process CPU time of the server divided by the events it answered (µs). */
 const cpuPerEvent = (r, events) => (r.cpu.aggregator * r.wall * 1e6) / events
 
+/** Seeds the table to `cfg.statsRows` rows, then measures GET /stats and the reads at that scale. */
+const atScalePhase = async (agg, mainUrl) => {
+  await timed("seeding", async () => {
+    const have = (await totalsCheck(mainUrl)).rows
+    const need = Math.max(0, cfg.statsRows - have)
+    results.statsRows = have + need
+    say(`seeding ${fmt(need)} rows over ${fmt(SEED_TOPICS)} topics server-side (${fmt(cfg.seedChunk)} a statement, ${cfg.seedConcurrency} at a time)`)
+    const chunks = []
+    for (let from = 1; from <= need; from += cfg.seedChunk) chunks.push([from, Math.min(need, from + cfg.seedChunk - 1)])
+    const t0 = Date.now()
+    let done = 0
+    await Promise.all(Array.from({ length: cfg.seedConcurrency }, () =>
+      withClient(mainUrl, async (c) => {
+        await c.query("SET synchronous_commit = off")
+        for (let chunk = chunks.shift(); chunk; chunk = chunks.shift()) {
+          await c.query("BEGIN")
+          const n = Number((await c.query(seedInsert(`'seed-' || (g % ${SEED_TOPICS})`), ["s", chunk[0], chunk[1]])).rows[0].n)
+          await c.query("UPDATE event_totals SET total = total + $1 WHERE shard = 0", [n])
+          await c.query("COMMIT")
+          done += n
+          say(`  seeded ${fmt(done)} / ${fmt(need)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
+        }
+      })
+    ))
+    results.seedSeconds = (Date.now() - t0) / 1000
+    const totals = await totalsCheck(mainUrl)
+    checks.push(totals.ok && totals.rows === results.statsRows)
+    results.seedTotals = totals
+  })
+
+  await timed("GET /stats", async () => {
+    const t0 = process.hrtime.bigint()
+    await withClient(mainUrl, (c) => c.query("SELECT count(*) FROM events"))
+    results.countMs = Number(process.hrtime.bigint() - t0) / 1e6
+    await getLoad({ url: agg.url, path: "/stats", connections: 1, duration: 1 }) // warm-up
+    results.stats = []
+    for (const connections of cfg.statsConnections) {
+      say(`GET /stats at ${fmt(results.seedTotals.rows)} rows: ${cfg.statsDuration} s, ${connections} connection(s)`)
+      const { result, cpu, window } = await measureCpu(agg.pid, () =>
+        getLoad({ url: agg.url, path: "/stats", connections, duration: cfg.statsDuration, check: true })
+      )
+      let reported
+      try {
+        reported = JSON.parse(result.firstBody).database_total_rows
+      } catch {
+        reported = undefined
+      }
+      const ok = reported === results.seedTotals.rows && results.seedTotals.ok
+      checks.push(ok)
+      results.stats.push({
+        ...result,
+        connections,
+        cpu,
+        window,
+        text: `database_total_rows ${fmt(reported)} ${ok ? "=" : "≠"} count(*) ${fmt(results.seedTotals.rows)} ${ok ? "✓" : "✗"}` +
+          ` (SELECT count(*) itself takes ${fmt(results.countMs)} ms)`
+      })
+      say(`  p99 ${ms(result.p99)}; ${results.stats.at(-1).text}`)
+    }
+  })
+  results.reads = await timed("reads at scale", () =>
+    readsPhase({
+      agg,
+      dbUrl: mainUrl,
+      withClient,
+      rows: results.seedTotals.rows,
+      duration: cfg.statsDuration,
+      exportRows: cfg.exportRows,
+      say,
+      checks
+    }))
+}
+
+const cpuPerRequest = (r) => `CPU a request: aggregator ${fmt(r.aggMs, 2)} ms, PostgreSQL ${fmt(r.pgMs, 2)} ms`
+
+/** The rows and targets of the reads at scale (GET /topics, filtered pages, export). */
+const readsTable = () => {
+  const { reads, statsRows } = results
+  const scale = `${fmt(statsRows)} rows over ${fmt(SEED_TOPICS)} topics${statsRows >= 10_000_000 ? "" : " (NOT MET AS STATED: not 10M)"}`
+  const worstPage = reads.pages.reduce((w, p) => (p.p99 > w.p99 ? p : w), reads.pages[0])
+  const e = reads.export
+  const rows = [
+    [`GET /topics at ${scale} (1 conn, ${cfg.statsDuration} s)`, `${fmt(reads.topics.perSec)} req/s`, ms(reads.topics.p50), ms(reads.topics.p99), "—", cpuText(reads.topics.cpu), `${cpuPerRequest(reads.topics)}; ${reads.topics.text}`],
+    ...reads.pages.map((p) => [`GET /events, ${p.label} (1 conn, ${cfg.statsDuration} s): \`${p.path}\``, `${fmt(p.perSec)} req/s`, ms(p.p50), ms(p.p99), "—", cpuText(p.cpu), `${cpuPerRequest(p)}; ${p.text}`]),
+    [
+      `GET /events/export?topic=export, ${fmt(e.rows)} rows in one topic`,
+      `${fmt(e.lines / e.seconds)} events/s`,
+      "—",
+      "—",
+      "—",
+      "—",
+      `${fmt(e.lines)} lines ${e.ok ? "✓" : "✗"}, ${fmt(e.bytes / 2 ** 20)} MiB in ${e.seconds.toFixed(1)} s; aggregator RSS ${fmt(mib(e.baselineKb))} MiB before, ` +
+        `largest sample ${fmt(mib(e.maxSampleKb))} MiB (${e.samples} samples, every 100 ms)`
+    ]
+  ]
+  const targets = [
+    [`GET /topics p99 ≤ 20 ms at ${scale}, 1 conn`, reads.topics.p99 <= 20, `${ms(reads.topics.p99)}, ${pct(reads.topics.p99 / 20)} of budget`],
+    [`filtered GET /events page p99 ≤ 20 ms at ${scale}, 1 conn (worst of ${reads.pages.length}: ${worstPage.label})`, worstPage.p99 <= 20, `${ms(worstPage.p99)}, ${pct(worstPage.p99 / 20)} of budget`]
+  ]
+  return { rows, targets }
+}
+
+/** `--reads-only`: a fresh database seeded to scale, GET /stats, the reads; nothing else. */
+const readsOnlyMain = async () => {
+  const began = Date.now()
+  const loadAtStart = os.loadavg().map((x) => x.toFixed(2)).join(", ")
+  // BENCH_READS_DB: a database to seed (once) and keep, so later runs measure without seeding again
+  const mainUrl = env.BENCH_READS_DB ?? await freshDatabase("reads")
+  const agg = await start({ name: "reads", databaseUrl: mainUrl })
+  await atScalePhase(agg, mainUrl)
+  await stop(agg)
+  const { rows, targets } = readsTable()
+  const statsRows = results.stats.map((st) => [
+    `GET /stats at ${fmt(results.statsRows)} rows (${st.connections} conn, ${cfg.statsDuration} s; seeded server-side in ${results.seedSeconds.toFixed(0)} s)`,
+    `${fmt(st.perSec)} req/s`, ms(st.p50), ms(st.p99), "—", cpuText(st.cpu), st.text
+  ])
+  const table = markdownTable(
+    ["measurement", "result", "p50", "p99", "non-2xx", "CPU agg / pg / bench / machine", "check"],
+    [...statsRows, ...rows, ...targets.map(([what, pass, ratio]) => [`target: ${what}`, `${pass ? "PASS" : "MISS"} (${ratio})`, "", "", "", "", ""])]
+  )
+  console.log(`\n- date: ${new Date().toISOString()}\n- command: \`node ${process.argv.slice(1).map((a) => a.replace(process.cwd() + "/", "")).join(" ")}\`` +
+    `\n- load average at start ${loadAtStart}; time: ${timings.join(", ")}; total ${((Date.now() - began) / 1000).toFixed(0)} s\n\n${table}`)
+  return { verdicts: targets, broken: checks.some((ok) => !ok) }
+}
+
 const main = async () => {
+  if (readsOnly) return readsOnlyMain()
   if (!existsSync("dist/aggregator/index.js")) throw new Error("dist/aggregator is missing: run `npm run build` first")
   const began = Date.now()
   const loadAtStart = os.loadavg().map((x) => x.toFixed(2)).join(", ")
@@ -243,6 +376,9 @@ const main = async () => {
     withClient(mainUrl, async (c) => {
       const { result, cpu, wall } = await measureCpu(undefined, () => c.query(generatedInsert("'ceiling'"), ["c", 1, cfg.ceilingRows]))
       await c.query("UPDATE event_totals SET total = total + $1 WHERE shard = 0", [result.rowCount])
+      // not timed: the ceiling is PostgreSQL's plain insert; GET /topics must still add up afterwards
+      await c.query(`INSERT INTO topic_totals (topic, shard, total, first_received_at, last_received_at)
+        SELECT topic, 0, count(*), min(received_at), max(received_at) FROM events WHERE topic = 'ceiling' GROUP BY topic`)
       const ok = result.rowCount === cfg.ceilingRows
       checks.push(ok)
       results.ceiling = {
@@ -256,64 +392,7 @@ const main = async () => {
     })
   )
 
-  await timed("seeding", async () => {
-    const have = (await totalsCheck(mainUrl)).rows
-    const need = Math.max(0, cfg.statsRows - have)
-    results.statsRows = have + need
-    say(`seeding ${fmt(need)} rows server-side (${fmt(cfg.seedChunk)} a statement, ${cfg.seedConcurrency} at a time)`)
-    const chunks = []
-    for (let from = 1; from <= need; from += cfg.seedChunk) chunks.push([from, Math.min(need, from + cfg.seedChunk - 1)])
-    const t0 = Date.now()
-    let done = 0
-    await Promise.all(Array.from({ length: cfg.seedConcurrency }, () =>
-      withClient(mainUrl, async (c) => {
-        await c.query("SET synchronous_commit = off")
-        for (let chunk = chunks.shift(); chunk; chunk = chunks.shift()) {
-          await c.query("BEGIN")
-          const r = await c.query(generatedInsert("'seed-' || (g % 16)"), ["s", chunk[0], chunk[1]])
-          await c.query("UPDATE event_totals SET total = total + $1 WHERE shard = 0", [r.rowCount])
-          await c.query("COMMIT")
-          done += r.rowCount
-          say(`  seeded ${fmt(done)} / ${fmt(need)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
-        }
-      })
-    ))
-    results.seedSeconds = (Date.now() - t0) / 1000
-    const totals = await totalsCheck(mainUrl)
-    checks.push(totals.ok && totals.rows === results.statsRows)
-    results.seedTotals = totals
-  })
-
-  await timed("GET /stats", async () => {
-    const t0 = process.hrtime.bigint()
-    await withClient(mainUrl, (c) => c.query("SELECT count(*) FROM events"))
-    results.countMs = Number(process.hrtime.bigint() - t0) / 1e6
-    await getLoad({ url: agg.url, path: "/stats", connections: 1, duration: 1 }) // warm-up
-    results.stats = []
-    for (const connections of cfg.statsConnections) {
-      say(`GET /stats at ${fmt(results.seedTotals.rows)} rows: ${cfg.statsDuration} s, ${connections} connection(s)`)
-      const { result, cpu, window } = await measureCpu(agg.pid, () =>
-        getLoad({ url: agg.url, path: "/stats", connections, duration: cfg.statsDuration, check: true })
-      )
-      let reported
-      try {
-        reported = JSON.parse(result.firstBody).database_total_rows
-      } catch {
-        reported = undefined
-      }
-      const ok = reported === results.seedTotals.rows && results.seedTotals.ok
-      checks.push(ok)
-      results.stats.push({
-        ...result,
-        connections,
-        cpu,
-        window,
-        text: `database_total_rows ${fmt(reported)} ${ok ? "=" : "≠"} count(*) ${fmt(results.seedTotals.rows)} ${ok ? "✓" : "✗"}` +
-          ` (SELECT count(*) itself takes ${fmt(results.countMs)} ms)`
-      })
-      say(`  p99 ${ms(result.p99)}; ${results.stats.at(-1).text}`)
-    }
-  })
+  await atScalePhase(agg, mainUrl)
   await stop(agg)
 
   const totalSeconds = (Date.now() - began) / 1000
@@ -377,6 +456,7 @@ const buildTable = () => {
   const verdict = (pass, ratio) => `${pass ? "PASS" : "MISS"} (${ratio})`
   const rssMiB = mib(Math.max(rss.hwmKb, rss.maxRssKb))
   const statsLabel = `${fmt(results.statsRows)} rows${quick ? ", quick" : ""}`
+  const reads = readsTable()
   const targets = [
     ["single-event POST /publish ≥ 1.5× the naive reference (≥ 1.0× to resolve)", on.eventsPerSec >= 1.5 * naive.eventsPerSec, `${(on.eventsPerSec / naive.eventsPerSec).toFixed(2)}×`],
     ["aggregator CPU ≤ 150 µs a single event", usOn <= 150, `${fmt(usOn)} µs`],
@@ -389,7 +469,8 @@ const buildTable = () => {
       `${ms(stats[0].p99)}, ${pct(stats[0].p99 / 10)} of budget`
     ],
     [`aggregator RSS ≤ 256 MiB through 1M events${cfg.batchRequests * cfg.batchSize === 1_000_000 ? "" : ` (NOT MET AS STATED: ${fmt(cfg.batchRequests * cfg.batchSize)} events)`}`, rssMiB <= 256, `${fmt(rssMiB)} MiB, ${pct(rssMiB / 256)} of budget`],
-    ...results.publisher.targets
+    ...results.publisher.targets,
+    ...reads.targets
   ]
   const rows = [
     [
@@ -450,6 +531,7 @@ const buildTable = () => {
       `VmHWM ${fmt(mib(rss.hwmKb))} MiB; ${fmt(mib(rss.idleRssKb))} MiB before the run; largest VmRSS sample ${fmt(mib(rss.maxRssKb))} MiB (${rss.samples} samples, every 100 ms)`
     ],
     ...results.publisher.rows,
+    ...reads.rows,
     ...targets.map(([what, pass, ratio]) => [`target: ${what}`, verdict(pass, ratio), "", "", "", "", ""]),
     ...embeddedRows(results.embedded, on, cfg, { ms, cpuText })
   ]

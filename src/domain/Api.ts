@@ -25,10 +25,13 @@ import {
   EventId,
   EventInput,
   Processed,
+  parseTimestamp,
   Ready,
+  Source,
   Stats,
   StoredEvent,
-  Topic
+  Topic,
+  TopicSummary
 } from "./Event.js"
 
 export const MAX_LIST_LIMIT = 1000
@@ -37,11 +40,47 @@ export const DEFAULT_LIST_LIMIT = 20
 const IntFromString = (min: number, max: number) =>
   Schema.NumberFromString.pipe(Schema.int(), Schema.between(min, max))
 
-export const ListParams = Schema.Struct({
+/** An ISO-8601 date-time bound on the events' `timestamp`, decoded to its UTC form. */
+const TimeBound = (name: string, description: string) =>
+  Schema.transform(
+    Schema.String.pipe(
+      Schema.filter((s) => {
+        const parsed = parseTimestamp(s)
+        return "error" in parsed ? parsed.error.replace(/^timestamp/, name) : true
+      }, { jsonSchema: { format: "date-time" } })
+    ),
+    Schema.String,
+    {
+      strict: true,
+      decode: (s) => {
+        const parsed = parseTimestamp(s)
+        return "error" in parsed ? s : parsed.utcIso
+      },
+      encode: (s) => s
+    }
+  ).annotations({ description, examples: ["2025-01-31T12:00:00Z"] })
+
+const filterFields = {
   topic: Schema.optionalWith(Topic, { exact: true }),
+  source: Schema.optionalWith(Source, { exact: true }).annotations({ description: "Only events from this source" }),
+  since: Schema.optionalWith(TimeBound("since", "Only events whose `timestamp` is at or after this instant"), { exact: true }),
+  until: Schema.optionalWith(TimeBound("until", "Only events whose `timestamp` is before this instant"), { exact: true })
+}
+
+// `since` must come before `until`: an empty range is a mistake to report, not a page to answer.
+const ordered = (p: { readonly since?: string; readonly until?: string }) =>
+  p.since === undefined || p.until === undefined || Date.parse(p.since) < Date.parse(p.until) ||
+  { path: ["until"], message: "until must be later than since" }
+
+export const ListParams = Schema.Struct({
+  ...filterFields,
   limit: Schema.optionalWith(IntFromString(1, MAX_LIST_LIMIT), { exact: true }),
   before: Schema.optionalWith(IntFromString(1, Number.MAX_SAFE_INTEGER), { exact: true })
-}).annotations({ parseOptions: { errors: "all" } })
+}).pipe(Schema.filter(ordered)).annotations({ parseOptions: { errors: "all" } })
+
+export const ExportParams = Schema.Struct(filterFields).pipe(Schema.filter(ordered)).annotations({
+  parseOptions: { errors: "all" }
+})
 
 export const StreamParams = Schema.Struct({
   topic: Schema.optionalWith(Topic, { exact: true }).annotations({ description: "Only this topic; all when absent" })
@@ -186,6 +225,24 @@ export class EventsGroup extends HttpApiGroup.make("events")
     HttpApiEndpoint.get("list", "/events")
       .setUrlParams(ListParams)
       .addSuccess(Schema.Array(StoredEvent).annotations({ description: "Stored events, newest first" }))
+      .addError(StorageUnavailable)
+      .middleware(Authorization)
+  )
+  .add(
+    HttpApiEndpoint.get("export", "/events/export")
+      .setUrlParams(ExportParams)
+      .addSuccess(
+        HttpApiSchema.Text({ contentType: "application/x-ndjson" }).annotations({
+          description: "Every matching event, oldest first, one StoredEvent JSON a line (NDJSON), streamed in " +
+            "chunks of about LIST_MAX_BYTES with constant memory whatever the count."
+        })
+      )
+      .addError(StorageUnavailable)
+      .middleware(Authorization)
+  )
+  .add(
+    HttpApiEndpoint.get("topics", "/topics")
+      .addSuccess(Schema.Array(TopicSummary).annotations({ description: "Every topic with stored events, in topic order" }))
       .addError(StorageUnavailable)
       .middleware(Authorization)
   )

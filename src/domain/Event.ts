@@ -161,6 +161,23 @@ export const StoredEvent = Schema.Struct({
 })
 export type StoredEvent = typeof StoredEvent.Type
 
+export const TopicSummary = Schema.Struct({
+  topic: Schema.String,
+  events: Schema.Number.annotations({ description: "Events stored in this topic" }),
+  first_received_at: Schema.String.annotations({ description: "When the topic's oldest stored event was received" }),
+  last_received_at: Schema.String.annotations({ description: "When the topic's newest stored event was received" })
+}).annotations({
+  identifier: "TopicSummary",
+  description: "A topic and what it holds",
+  examples: [{
+    topic: "orders",
+    events: 1042,
+    first_received_at: "2025-01-31T12:00:00.130211Z",
+    last_received_at: "2025-02-01T08:14:51.004917Z"
+  }]
+})
+export type TopicSummary = typeof TopicSummary.Type
+
 export const Processed = Schema.Struct({
   status: Schema.Literal("processed"),
   id: Schema.String,

@@ -23,6 +23,7 @@ import {
   EventId,
   Source,
   StoredEvent,
+  TopicSummary,
   Timestamp,
   Topic
 } from "../../src/domain/Event.js"
@@ -257,7 +258,7 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
       const schemas: Record<string, Schema.Schema.Any> = {
         EventInput, BatchInput, Processed, DroppedDuplicate, BatchResult, StoredEvent, Stats, Alive, Ready,
         ValidationFailed, PayloadTooLarge, UnsupportedMediaType, MethodNotAllowed, Unauthorized, NotFound,
-        Overloaded, StorageUnavailable, NotReady, Topic, EventId, Timestamp, Source
+        Overloaded, StorageUnavailable, NotReady, Topic, EventId, Timestamp, Source, TopicSummary
       }
       for (const [name, component] of Object.entries(spec.components.schemas) as Array<[string, any]>) {
         for (const example of component.examples ?? []) {

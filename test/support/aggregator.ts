@@ -20,20 +20,25 @@ export const aggregatorLayer = (env: Record<string, string> = {}) =>
         Effect.promise(() => freshDatabase("srv")),
         (db) => Effect.promise(() => db.drop())
       )
-      const config = new Map(Object.entries({ DATABASE_URL: db.url, PORT: "0", HOST: "127.0.0.1", ...env }))
-      return Layer.effect(
-        TestAggregator,
-        Effect.gen(function*() {
-          const server = yield* HttpServer.HttpServer
-          const address = server.address
-          if (address._tag !== "TcpAddress") return yield* Effect.die("expected a TCP address")
-          return { url: `http://127.0.0.1:${address.port}`, databaseUrl: db.url }
-        })
-      ).pipe(
-        Layer.provide(AggregatorLive),
-        Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(config)))
-      )
+      return serving({ DATABASE_URL: db.url, ...env }, db.url)
     })
+  )
+
+/** The same on the embedded default: PGlite in memory, no DATABASE_URL (`databaseUrl` is then ""). */
+export const embeddedAggregatorLayer = (env: Record<string, string> = {}) => serving({ DATA_DIR: "memory://", ...env }, "")
+
+const serving = (env: Record<string, string>, databaseUrl: string) =>
+  Layer.effect(
+    TestAggregator,
+    Effect.gen(function*() {
+      const server = yield* HttpServer.HttpServer
+      const address = server.address
+      if (address._tag !== "TcpAddress") return yield* Effect.die("expected a TCP address")
+      return { url: `http://127.0.0.1:${address.port}`, databaseUrl }
+    })
+  ).pipe(
+    Layer.provide(AggregatorLive),
+    Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries({ PORT: "0", HOST: "127.0.0.1", ...env })))))
   )
 
 export class TestAggregator extends Effect.Tag("test/TestAggregator")<TestAggregator, Running>() {}

@@ -1,6 +1,7 @@
 /**
  * The page behind `GET /dashboard`: one self-contained HTML document (inline CSS and script, no external
- * requests) that polls `/stats` every second and follows the live tail `/events/stream`, both same origin.
+ * requests) that polls `/stats` every second and `/topics` every 5 s, and follows the live tail
+ * `/events/stream`, all same origin.
  * Totals and rates are the cluster figures (every replica behind a load balancer). Event data is only ever
  * written with `textContent`: topics and ids are the publishers' text.
  */
@@ -85,6 +86,7 @@ td { padding: 5px 10px; border-bottom: 1px solid var(--grid); white-space: nowra
 tbody tr:last-child td { border-bottom: 0; }
 td.mono, th.mono { font-family: var(--mono); font-size: 12px; }
 td[data-field="topic"] { color: var(--accent); }
+td[data-field="events"] { text-align: right; }
 td[data-field="received_at"], td[data-field="timestamp"], td[data-field="payload"] { color: var(--muted); }
 td[data-field="payload"] { color: var(--faint); }
 td[data-field="seq"] { color: var(--faint); text-align: right; }
@@ -194,6 +196,19 @@ tr.fresh td { animation: fresh 1.6s ease-out; }
       <tbody data-testid="newest" id="newest"></tbody>
     </table>
     <div class="empty" id="empty">Waiting for events…</div>
+  </section>
+  <section class="panel">
+    <div class="panel-head">
+      <h2>Topics <span class="meta">· stored events per topic, from /topics every 5 s</span></h2>
+      <span class="meta" id="topics-count">—</span>
+    </div>
+    <table>
+      <thead><tr>
+        <th>Topic</th><th class="mono" style="text-align: right">Events</th><th>First received</th><th>Last received</th>
+      </tr></thead>
+      <tbody data-testid="topics" id="topics"></tbody>
+    </table>
+    <div class="empty" id="topics-empty">No topics yet</div>
   </section>
 </main>
 <script>
@@ -426,8 +441,43 @@ tr.fresh td { animation: fresh 1.6s ease-out; }
     };
   };
 
+  // ---- topics: the biggest first, at most TOPICS rows ----
+  const TOPICS = 50;
+  const topicsBody = byId("topics");
+  const pollTopics = async () => {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 5000);
+    try {
+      const res = await fetch(root + "topics", { cache: "no-store", headers: { accept: "application/json" }, signal: abort.signal });
+      if (!res.ok) throw new Error("HTTP " + res.status);
+      const topics = await res.json();
+      if (!Array.isArray(topics)) throw new Error("not a list");
+      const shown = topics.slice().sort((a, b) => b.events - a.events).slice(0, TOPICS);
+      topicsBody.replaceChildren(...shown.map((t) => {
+        const tr = document.createElement("tr");
+        tr.dataset.testid = "topic";
+        tr.append(
+          cell("topic", String(t.topic), false),
+          cell("events", integer(Number(t.events)), true),
+          cell("first_received_at", String(t.first_received_at), true),
+          cell("last_received_at", String(t.last_received_at), true)
+        );
+        return tr;
+      }));
+      byId("topics-empty").hidden = topics.length > 0;
+      byId("topics-count").textContent = integer(topics.length) + (topics.length === 1 ? " topic" : " topics") +
+        (topics.length > TOPICS ? " · the " + TOPICS + " biggest shown" : "");
+    } catch (e) {
+      byId("topics-count").textContent = "topics unavailable";
+    } finally {
+      clearTimeout(timer);
+      setTimeout(pollTopics, 5000);
+    }
+  };
+
   drawChart(performance.now());
   poll();
+  pollTopics();
   tail();
 })();
 </script>

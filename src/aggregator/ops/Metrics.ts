@@ -42,6 +42,11 @@ export const storageFailures = Metric.counter("aggregator_storage_failures_total
   incremental: true
 })
 
+export const exportedEvents = Metric.counter("aggregator_exported_events_total", {
+  description: "Events read from storage for GET /events/export answers (a client that goes away stops the reading).",
+  incremental: true
+})
+
 const seconds = (start: number, count: number) => MetricBoundaries.exponential({ start, factor: 2, count })
 
 const requestDuration = MetricKey.histogram(

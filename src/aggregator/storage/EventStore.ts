@@ -1,6 +1,9 @@
 import type * as Sql from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as MutableRef from "effect/MutableRef"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import type { StorageUnavailable } from "../../domain/Errors.js"
 import type { StoredEvent } from "../../domain/Event.js"
 import { Database } from "./Database.js"
 import { TOTAL_SHARDS } from "./migrations/0001_create_events.js"
@@ -67,6 +70,43 @@ const rowsJson = (rows: ReadonlyArray<NewEvent>): string => {
   return text + "]"
 }
 
+/** Which events a read selects; `since` (inclusive) and `until` (exclusive) bound the event's `timestamp`. */
+export interface EventFilter {
+  readonly topic?: string | undefined
+  readonly source?: string | undefined
+  readonly since?: string | undefined
+  readonly until?: string | undefined
+}
+
+export interface PageOptions extends EventFilter {
+  readonly limit: number
+  readonly maxBytes: number
+  readonly before?: number | undefined
+  readonly after?: number | undefined
+  readonly ascending?: boolean
+}
+
+/** Events as JSON texts; `last` is the seq to continue from when `more`. */
+export interface Page {
+  readonly events: ReadonlyArray<string>
+  readonly last: number | undefined
+  readonly more: boolean
+}
+
+const EXPORT_CHUNK_ROWS = 1000
+
+const filterSql = (sql: Sql.SqlClient, f: EventFilter) =>
+  sql`${f.topic !== undefined ? sql`AND topic = ${f.topic}` : sql``}
+    ${f.source !== undefined ? sql`AND source = ${f.source}` : sql``}
+    ${f.since !== undefined ? sql`AND "timestamp" >= ${f.since}::timestamptz` : sql``}
+    ${f.until !== undefined ? sql`AND "timestamp" < ${f.until}::timestamptz` : sql``}`
+
+// A stored event as the JSON text the API answers with (the StoredEvent schema's fields, in its order),
+// rendered by the database: a large payload is never parsed and re-serialised here.
+const eventJson = `'{"seq":' || seq || ',"topic":' || to_json(topic) || ',"event_id":' || to_json(event_id) ||
+  ',"timestamp":"' || ${utcText(`"timestamp"`)} || '","source":' || coalesce(to_json(source)::text, 'null') ||
+  ',"payload":' || coalesce(payload::text, 'null') || ',"received_at":"' || ${utcText("received_at")} || '"}'`
+
 const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
   const out: Array<ReadonlyArray<A>> = []
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
@@ -95,11 +135,21 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
         ), bump AS (
           UPDATE event_totals SET total = total + (SELECT count(*) FROM ins)
           WHERE shard = ${shard} AND EXISTS (SELECT 1 FROM ins)
+          RETURNING shard
+        ), per_topic AS (
+          INSERT INTO topic_totals AS t (topic, shard, total, first_received_at, last_received_at)
+          SELECT ins.topic, bump.shard, count(*), min(ins.received_at), max(ins.received_at)
+          FROM ins CROSS JOIN bump GROUP BY ins.topic, bump.shard ORDER BY ins.topic
+          ON CONFLICT (topic, shard) DO UPDATE SET total = t.total + excluded.total,
+            first_received_at = least(t.first_received_at, excluded.first_received_at),
+            last_received_at = greatest(t.last_received_at, excluded.last_received_at)
         )
         SELECT seq, topic, event_id, ${sql.literal(utcText(`"timestamp"`))} AS "timestamp", source,
                ${sql.literal(utcText("received_at"))} AS received_at
         FROM ins ORDER BY seq`
 
+    // `per_topic` reads `bump`, so a transaction takes its `event_totals` shard row before any `topic_totals`
+    // row (of the same shard, in topic order): writers that share a shard queue on the first, never deadlock.
     /**
      * Stores the events in one transaction and returns, per input position, the row stored for it (undefined
      * for a duplicate). A key repeated in the input is stored once: its first occurrence wins. Rows go in key
@@ -144,33 +194,35 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
         })
       }).pipe(Effect.withSpan("EventStore.insertMany", { attributes: { events: events.length } }))
 
-    const list = (options: { readonly topic?: string; readonly limit: number; readonly before?: number }) =>
+    const list = (options: EventFilter & { readonly limit: number; readonly before?: number }) =>
       db.use((sql) =>
         sql<Row>`
           SELECT seq, topic, event_id, ${sql.literal(utcText(`"timestamp"`))} AS "timestamp", source, payload,
                  ${sql.literal(utcText("received_at"))} AS received_at
           FROM events
-          WHERE true
-            ${options.topic !== undefined ? sql`AND topic = ${options.topic}` : sql``}
+          WHERE true ${filterSql(sql, options)}
             ${options.before !== undefined ? sql`AND seq < ${options.before}` : sql``}
           ORDER BY seq DESC
           LIMIT ${options.limit}`
       ).pipe(Effect.map((rows) => rows.map(toStored)), Effect.withSpan("EventStore.list"))
 
     /**
-     * Like `list`, within about `maxBytes` of payload (and at least one event): the sizes are read first,
-     * a few rows at a time, so an oversized listing never leaves the database. A payload's size is its
-     * decompressed jsonb size (`|| '{}'` builds it in memory), several times cheaper than rendering it
-     * as text; it matches the JSON text closely except for strings full of escapes, which it undercounts. `more` tells whether older
-     * events may follow (continue with `before` = the last seq).
+     * Like `list`, within about `maxBytes` of payload (and at least one event), each event as its JSON text
+     * rendered by the database (never parsed here). The sizes are read first, a few rows at a time, so an
+     * oversized listing never leaves the database. A payload's size is its decompressed jsonb size
+     * (`|| '{}'` builds it in memory), several times cheaper than rendering it as text; it matches the JSON
+     * text closely except for strings full of escapes, which it undercounts. Newest first below `before`, or
+     * oldest first above `after` when `ascending`. `more` tells whether further events may follow (continue
+     * from `last`).
      */
-    const page = (options: { readonly topic?: string; readonly limit: number; readonly before?: number; readonly maxBytes: number }) =>
+    const page = (options: PageOptions) =>
       db.use((sql) =>
         Effect.gen(function*() {
-          const filter = sql`
-            ${options.topic !== undefined ? sql`AND topic = ${options.topic}` : sql``}`
+          const filter = filterSql(sql, options)
+          const asc = options.ascending === true
+          const order = asc ? sql`ORDER BY seq` : sql`ORDER BY seq DESC`
           let total = 0
-          let upTo: number | undefined = options.before
+          let from: number | undefined = asc ? options.after : options.before
           let first: number | undefined
           let last: number | undefined
           let cut = false
@@ -181,8 +233,8 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
             const want = Math.min(step, options.limit - counted)
             const sizes = yield* sql<{ seq: string | number; size: number }>`
               SELECT seq, coalesce(pg_column_size(payload || '{}'::jsonb), 0) + 256 AS size FROM events
-              WHERE true ${filter} ${upTo !== undefined ? sql`AND seq < ${upTo}` : sql``}
-              ORDER BY seq DESC LIMIT ${want}`
+              WHERE true ${filter} ${from === undefined ? sql`` : asc ? sql`AND seq > ${from}` : sql`AND seq < ${from}`}
+              ${order} LIMIT ${want}`
             for (const row of sizes) {
               if (counted > 0 && total + Number(row.size) > options.maxBytes) {
                 cut = true
@@ -194,18 +246,86 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
               first ??= last
             }
             if (sizes.length < want) break
-            upTo = last
+            from = last
           }
-          if (first === undefined || last === undefined) return { events: [] as Array<StoredEvent>, more: false }
-          const rows = yield* sql<Row>`
-            SELECT seq, topic, event_id, ${sql.literal(utcText(`"timestamp"`))} AS "timestamp", source, payload,
-                   ${sql.literal(utcText("received_at"))} AS received_at
-            FROM events
-            WHERE seq <= ${first} AND seq >= ${last} ${filter}
-            ORDER BY seq DESC`
-          return { events: rows.map(toStored), more: cut || counted === options.limit }
+          if (first === undefined || last === undefined) return { events: [], last: undefined, more: false } as Page
+          const [low, high] = asc ? [first, last] : [last, first]
+          const rows = yield* sql<{ json: string }>`
+            SELECT ${sql.literal(eventJson)} AS json FROM events
+            WHERE seq >= ${low} AND seq <= ${high} ${filter}
+            ${order}`
+          return { events: rows.map((r) => r.json), last, more: cut || counted === options.limit } as Page
         })
       ).pipe(Effect.withSpan("EventStore.page"))
+
+    /**
+     * Every event matching `filter`, oldest first, as JSON texts in chunks of about `chunkBytes` (at least
+     * one event), one query each. The first is read before the stream is returned (so a database that cannot
+     * answer fails the call); each next one only when the consumer pulls it, so memory stays bounded whatever
+     * the count and a consumer that stops (a client gone) stops the queries.
+     */
+    const exportNdjson = (filter: EventFilter, chunkBytes: number) => {
+      const read = (after: number | undefined) =>
+        page({ ...filter, after, ascending: true, limit: EXPORT_CHUNK_ROWS, maxBytes: chunkBytes })
+      return Effect.map(read(undefined), (first): Stream.Stream<ReadonlyArray<string>, StorageUnavailable> =>
+        Stream.concat(
+          Stream.make(first.events),
+          first.more
+            ? Stream.paginateEffect(first.last, (after) =>
+              Effect.map(read(after), (p) => [p.events, p.more ? Option.some(p.last) : Option.none()] as const))
+            : Stream.empty
+        ).pipe(Stream.filter((events) => events.length > 0)))
+    }
+
+    /** Every topic with its stored count and first/last `received_at`, in topic order. */
+    const topics = db.use((sql) =>
+      sql<{ topic: string; events: string | number; first_received_at: string; last_received_at: string }>`
+        SELECT topic, sum(total)::int8 AS events,
+               ${sql.literal(utcText("min(first_received_at)"))} AS first_received_at,
+               ${sql.literal(utcText("max(last_received_at)"))} AS last_received_at
+        FROM topic_totals GROUP BY topic HAVING sum(total) > 0 ORDER BY topic`
+    ).pipe(
+      Effect.map((rows) => rows.map((r) => ({ ...r, events: Number(r.events) }))),
+      Effect.withSpan("EventStore.topics")
+    )
+
+    /**
+     * For whatever deletes events (retention): call it in the deleting transaction, after the DELETE, with
+     * how many rows of each topic went. It takes them off `event_totals` (so do not) and `topic_totals`, in
+     * the lock order the insert uses (the `event_totals` row first, then topics in order), drops the topics
+     * with nothing left and moves each topic's first `received_at` to that of its oldest remaining event.
+     */
+    const forgetDeleted = (deleted: ReadonlyArray<{ readonly topic: string; readonly count: number }>) =>
+      db.use((sql) =>
+        Effect.gen(function*() {
+          const counts = new Map<string, number>()
+          for (const d of deleted) if (d.count > 0) counts.set(d.topic, (counts.get(d.topic) ?? 0) + d.count)
+          if (counts.size === 0) return
+          const sorted = [...counts].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+          const total = sorted.reduce((sum, [, n]) => sum + n, 0)
+          const shard = MutableRef.getAndUpdate(nextShard, (n) => (n + 1) % TOTAL_SHARDS)
+          const rows = JSON.stringify(sorted.map(([topic, count]) => ({ topic, count })))
+          const gone = sql`SELECT d.topic, d.count FROM json_to_recordset(${rows}::json) AS d(topic text, count int8)`
+          yield* sql`UPDATE event_totals SET total = total - ${total} WHERE shard = ${shard}`
+          yield* sql`
+            SELECT 1 FROM topic_totals WHERE topic IN (SELECT topic FROM (${gone}) d)
+            ORDER BY topic, shard FOR UPDATE`
+          yield* sql`
+            INSERT INTO topic_totals AS t (topic, shard, total, first_received_at, last_received_at)
+            SELECT d.topic, ${shard}, -d.count, 'infinity', '-infinity' FROM (${gone}) d ORDER BY d.topic
+            ON CONFLICT (topic, shard) DO UPDATE SET total = t.total + excluded.total`
+          yield* sql`
+            DELETE FROM topic_totals t USING (${gone}) d
+            WHERE t.topic = d.topic AND NOT EXISTS (SELECT 1 FROM events e WHERE e.topic = d.topic)`
+          yield* sql`
+            UPDATE topic_totals t SET first_received_at = f.first
+            FROM (
+              SELECT d.topic, (SELECT e.received_at FROM events e WHERE e.topic = d.topic ORDER BY e.seq LIMIT 1) AS first
+              FROM (${gone}) d
+            ) f
+            WHERE t.topic = f.topic AND f.first IS NOT NULL AND t.first_received_at < f.first`
+        })
+      ).pipe(Effect.withSpan("EventStore.forgetDeleted"))
 
     const get = (topic: string, eventId: string) =>
       db.use((sql) =>
@@ -218,7 +338,7 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
     const totalRows = db.use((sql) => sql<{ total: string }>`SELECT coalesce(sum(total), 0)::int8 AS total FROM event_totals`)
       .pipe(Effect.map((rows) => Number(rows[0]?.total ?? 0)), Effect.withSpan("EventStore.totalRows"))
 
-    return { insertMany, list, page, get, totalRows } as const
+    return { insertMany, list, page, exportNdjson, topics, forgetDeleted, get, totalRows } as const
   }),
   dependencies: [Database.Default]
 }) {}

@@ -162,7 +162,7 @@ describe.skipIf(skipWithoutPostgres)(`API keys${withoutPostgresNote}`, () => {
             for (const [method, operation] of Object.entries(operations)) {
               const guarded = method === "post"
               // READS_NEED_KEY may guard these: a key is then needed, otherwise none
-              const eventRead = method === "get" && path.startsWith("/events")
+              const eventRead = method === "get" && (path.startsWith("/events") || path === "/topics")
               expect(operation.responses["401"] !== undefined, `${method} ${path}`).toBe(guarded || eventRead)
               expect(operation.security ?? [], `${method} ${path}`)
                 .toEqual(guarded ? [{ apiKey: [] }] : eventRead ? [{}, { apiKey: [] }] : [])
@@ -220,7 +220,16 @@ describe.skipIf(skipWithoutPostgres)(`API keys${withoutPostgresNote}`, () => {
               const json = r.headers.get("content-type")?.startsWith("application/json") ? await r.json() : await r.text()
               return { status: r.status, headers: r.headers, json: json as any }
             }))
-          for (const path of [`/events?topic=${topic}`, `/events/${topic}/a`, "/events/stream", `/events/stream?topic=${topic}`]) {
+          for (
+            const path of [
+              `/events?topic=${topic}`,
+              `/events/${topic}/a`,
+              "/events/stream",
+              `/events/stream?topic=${topic}`,
+              `/events/export?topic=${topic}`,
+              "/topics"
+            ]
+          ) {
             expectUnauthorized(yield* get(path), `${path} without a key`)
             expectUnauthorized(yield* get(path, bearer("k2")), `${path} with a wrong key`)
           }
@@ -228,6 +237,8 @@ describe.skipIf(skipWithoutPostgres)(`API keys${withoutPostgresNote}`, () => {
           expect(listed.status).toBe(200)
           expect(listed.json.map((e: any) => e.event_id)).toEqual(["a"])
           expect((yield* get(`/events/${topic}/a`, bearer("k1"))).status).toBe(200)
+          expect((yield* get(`/events/export?topic=${topic}`, bearer("k1"))).json).toContain(`"event_id":"a"`)
+          expect((yield* get("/topics", bearer("k1"))).json.find((t: any) => t.topic === topic)?.events).toBe(1)
           const controller = new AbortController()
           const stream = yield* promise(() => fetch(`${url}/events/stream`, { headers: bearer("k1"), signal: controller.signal }))
           expect(stream.status).toBe(200)

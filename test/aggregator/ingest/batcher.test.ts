@@ -1,7 +1,7 @@
 import { describe, expect, it, layer } from "@effect/vitest"
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { ConfigProvider, Deferred, Effect, Either, Exit, FastCheck as fc, Layer, Logger, LogLevel } from "effect"
+import { ConfigProvider, Deferred, Effect, Either, Exit, FastCheck as fc, Layer, Logger, LogLevel, Stream } from "effect"
 import { Batcher } from "../../../src/aggregator/ingest/Batcher.js"
 import { Broker } from "../../../src/aggregator/live/Broker.js"
 import { AggregatorConfig } from "../../../src/aggregator/Config.js"
@@ -132,7 +132,10 @@ const memoryStore = (plan: ReadonlyArray<FlushStep> = [], poisonTopic?: string, 
     EventStore.make({
       insertMany: recorder.insertMany,
       list: () => Effect.succeed([]),
-      page: () => Effect.succeed({ events: [], more: false }),
+      page: () => Effect.succeed({ events: [], last: undefined, more: false }),
+      exportNdjson: () => Effect.succeed(Stream.empty),
+      topics: Effect.succeed([]),
+      forgetDeleted: () => Effect.void,
       get: () => Effect.succeed(undefined),
       totalRows: Effect.sync(() => winners.size)
     })

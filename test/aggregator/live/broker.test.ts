@@ -47,7 +47,10 @@ const carelessStore = (failWhen: (events: ReadonlyArray<NewEvent>) => boolean) =
           })
         }),
       list: () => Effect.succeed([]),
-      page: () => Effect.succeed({ events: [], more: false }),
+      page: () => Effect.succeed({ events: [], last: undefined, more: false }),
+      exportNdjson: () => Effect.succeed(Stream.empty),
+      topics: Effect.succeed([]),
+      forgetDeleted: () => Effect.void,
       get: () => Effect.succeed(undefined),
       totalRows: Effect.sync(() => stored.size)
     })

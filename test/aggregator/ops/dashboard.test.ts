@@ -263,6 +263,21 @@ const scenario = async (browser: Browser, url: string, databaseUrl: string) => {
   expect(await page.getByTestId("newest").getByTestId("event").count()).toBe(20)
   await expect.poll(() => page.locator("#chart rect").count(), waitLong).toBeGreaterThan(0)
 
+  // The topics, biggest first, with what each holds (GET /topics, refreshed every 5 s).
+  const perTopic = new Map<string, number>()
+  for (const e of ledger.stored) perTopic.set(e.topic, (perTopic.get(e.topic) ?? 0) + 1)
+  const topicRows = async () => {
+    const rows = page.getByTestId("topics").getByTestId("topic")
+    const [names, counts] = await Promise.all([
+      rows.locator('[data-field="topic"]').allTextContents(),
+      rows.locator('[data-field="events"]').allTextContents()
+    ])
+    return names.map((name, i) => `${name}:${integer(counts[i])}`).sort()
+  }
+  await expect.poll(topicRows, waitLong).toEqual([...perTopic].map(([topic, n]) => `${topic}:${n}`).sort())
+  const shownCounts = await page.getByTestId("topics").locator('[data-field="events"]').allTextContents()
+  expect(shownCounts.map(integer)).toEqual([...shownCounts.map(integer)].sort((a, b) => b - a))
+
   mkdirSync(screenshotDir, { recursive: true })
   await page.screenshot({ path: `${screenshotDir}dashboard.png`, animations: "disabled" })
 

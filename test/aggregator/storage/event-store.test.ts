@@ -1,4 +1,4 @@
-import type { StoredEvent } from "../../../src/domain/Event.js"
+import { payloadProblem, type StoredEvent } from "../../../src/domain/Event.js"
 import { describe, expect, layer } from "@effect/vitest"
 import { ConfigProvider, Effect, FastCheck as fc, Layer } from "effect"
 import { AggregatorConfig } from "../../../src/aggregator/Config.js"
@@ -106,7 +106,10 @@ for (const backend of backends) {
             let before: number | undefined
             for (let pages = 0; ; pages++) {
               expect(pages).toBeLessThanOrEqual(sizes.length + 1)
-              const { events, more } = yield* store.page({ topic, limit, maxBytes, ...(before !== undefined ? { before } : {}) })
+              const page = yield* store.page({ topic, limit, maxBytes, ...(before !== undefined ? { before } : {}) })
+              const events = page.events.map((text) => JSON.parse(text) as StoredEvent)
+              const more = page.more
+              if (more) expect(page.last).toBe(events[events.length - 1].seq)
               expect(events.length).toBeLessThanOrEqual(limit)
               // each event counts as its payload's JSON text plus 256 bytes for the other fields
               const bytes = events.reduce((sum, e) => sum + JSON.stringify(e.payload).length + 256, 0)
@@ -154,9 +157,94 @@ for (const backend of backends) {
             expect((yield* store.totalRows) - before).toBe(distinct.size)
             const listed = yield* store.list({ topic, limit: 1000 })
             expect(listed.length).toBe(distinct.size)
+            // the topic's total, kept by every writer's transaction, is exact too
+            const summary = (yield* store.topics).find((t) => t.topic === topic)
+            expect(summary?.events).toBe(distinct.size)
+            const received = listed.map((e) => e.received_at).sort()
+            expect(summary?.first_received_at).toBe(received[0])
+            expect(summary?.last_received_at).toBe(received[received.length - 1])
           }),
         { fastCheck: { numRuns: 15 } }
       )
+
+      it.effect("forgetDeleted: after a DELETE in the same transaction, the totals and the topics match what is left", () =>
+        Effect.gen(function*() {
+          const store = yield* EventStore
+          const db = yield* Database
+          const [kept, emptied] = [`keep-${Math.random().toString(36).slice(2)}`, `empty-${Math.random().toString(36).slice(2)}`]
+          // three transactions, so the kept topic's rows have three received_at values and shard rows
+          for (const keys of [[1, 2], [3], [4, 5]]) yield* store.insertMany(keys.map((k) => ev(kept, k)))
+          yield* store.insertMany([ev(emptied, 1), ev(emptied, 2)])
+          const before = yield* store.totalRows
+          const all = yield* store.list({ topic: kept, limit: 10 })
+          yield* db.use((sql) =>
+            sql.withTransaction(Effect.gen(function*() {
+              const gone = yield* sql<{ topic: string }>`
+                DELETE FROM events WHERE (topic = ${kept} AND event_id IN ('k1', 'k2')) OR topic = ${emptied} RETURNING topic`
+              const counts = new Map<string, number>()
+              for (const row of gone) counts.set(row.topic, (counts.get(row.topic) ?? 0) + 1)
+              yield* store.forgetDeleted([...counts].map(([topic, count]) => ({ topic, count })))
+            }))
+          )
+          expect(yield* store.totalRows).toBe(before - 4)
+          const topics = yield* store.topics
+          expect(topics.find((t) => t.topic === emptied)).toBeUndefined()
+          const left = all.filter((e) => e.event_id !== "k1" && e.event_id !== "k2")
+          expect(topics.find((t) => t.topic === kept)).toEqual({
+            topic: kept,
+            events: 3,
+            first_received_at: left[left.length - 1].received_at,
+            last_received_at: left[0].received_at
+          })
+        }))
+
+      it.effect.prop(
+        "the JSON text the database renders for a listing parses to the same event the driver reads",
+        [
+          fc.array(
+            fc.record({
+              id: fc.fullUnicodeString({ minLength: 1, maxLength: 12 }).filter((s) => !s.includes("\u0000")),
+              source: fc.option(fc.fullUnicodeString({ maxLength: 12 }).filter((s) => !s.includes("\u0000"))),
+              payload: fc.jsonValue({ maxDepth: 3 }).filter((v) => payloadProblem(v) === undefined)
+            }),
+            { minLength: 1, maxLength: 8 }
+          )
+        ],
+        ([items]) =>
+          Effect.gen(function*() {
+            const store = yield* EventStore
+            const topic = `render-${Math.random().toString(36).slice(2)}`
+            yield* store.insertMany(items.map((item) => ev(topic, item.id, { event_id: item.id, source: item.source, payload: JSON.stringify(item.payload) })))
+            const read = yield* store.list({ topic, limit: 100 })
+            const rendered = (yield* store.page({ topic, limit: 100, maxBytes: 10_000_000 })).events.map((text) => JSON.parse(text))
+            expect(rendered).toEqual(read)
+          }),
+        { fastCheck: { numRuns: 15 } }
+      )
+
+      it.effect("filters: topic, source, since (inclusive) and until (exclusive) on the timestamp, with before", () =>
+        Effect.gen(function*() {
+          const store = yield* EventStore
+          const topic = `filter-${Math.random().toString(36).slice(2)}`
+          yield* store.insertMany([
+            ev(topic, 1, { timestamp: "2025-01-01T00:00:00Z", source: "a" }),
+            ev(topic, 2, { timestamp: "2025-01-02T00:00:00Z", source: "b" }),
+            ev(topic, 3, { timestamp: "2025-01-03T00:00:00Z", source: "a" }),
+            ev(topic, 4, { timestamp: "2025-01-04T00:00:00Z", source: null })
+          ])
+          const ids = (events: ReadonlyArray<{ readonly event_id: string }>) => events.map((e) => e.event_id)
+          expect(ids(yield* store.list({ topic, limit: 10, source: "a" }))).toEqual(["k3", "k1"])
+          expect(ids(yield* store.list({ topic, limit: 10, since: "2025-01-02T00:00:00Z", until: "2025-01-04T00:00:00Z" }))).toEqual(["k3", "k2"])
+          const newest = yield* store.list({ topic, limit: 10 })
+          expect(ids(yield* store.list({ topic, limit: 10, since: "2025-01-02T00:00:00Z", before: newest[1].seq }))).toEqual(["k2"])
+          const page = yield* store.page({ topic, limit: 10, maxBytes: 1_000_000, ascending: true, source: "a" })
+          expect(page.events.map((text) => (JSON.parse(text) as StoredEvent).event_id)).toEqual(["k1", "k3"])
+          // the database renders the same JSON the schema describes, field for field
+          const [one] = yield* store.list({ topic, limit: 1 })
+          const rendered = (yield* store.page({ topic, limit: 1, maxBytes: 1_000_000 })).events[0]
+          expect(JSON.parse(rendered)).toEqual(one)
+          expect(Object.keys(JSON.parse(rendered))).toEqual(["seq", "topic", "event_id", "timestamp", "source", "payload", "received_at"])
+        }))
     })
   })
 }

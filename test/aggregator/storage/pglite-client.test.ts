@@ -191,7 +191,7 @@ layer(PgliteClient.layer({ dataDir: undefined }), { excludeTestServices: true, t
       Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const first = yield* Effect.provideService(runMigrations, SqlClient.SqlClient, sql)
-        expect(first.map(([id, name]) => [id, name])).toEqual([[1, "create_events"]])
+        expect(first.map(([id, name]) => [id, name])).toEqual([[1, "create_events"], [2, "topics_and_filters"]])
         expect(yield* Effect.provideService(runMigrations, SqlClient.SqlClient, sql)).toEqual([])
 
         const store = yield* Effect.provide(EventStore, EventStore.DefaultWithoutDependencies.pipe(Layer.provide(fakeDatabase(sql))))
