@@ -253,6 +253,7 @@ const atScalePhase = async (agg, mainUrl) => {
       dbUrl: mainUrl,
       withClient,
       rows: results.seedTotals.rows,
+      seeded: cfg.statsRows,
       duration: cfg.statsDuration,
       exportRows: cfg.exportRows,
       say,

@@ -60,10 +60,10 @@ export const filteredPages = (rows) => {
 }
 
 /**
- * GET /topics and the filtered pages, one connection each (latency without queueing), then the export of
+ * GET /topics and the filtered pages (on `seeded` rows from `seedInsert`; `rows` in all), one connection each (latency without queueing), then the export of
  * `exportRows` rows seeded into one topic. `checks` collects pass/fail of what the answers must hold.
  */
-export const readsPhase = async ({ agg, dbUrl, withClient, rows, duration, exportRows, say, checks }) => {
+export const readsPhase = async ({ agg, dbUrl, withClient, rows, seeded, duration, exportRows, say, checks }) => {
   const results = { pages: [] }
   say(`GET /topics at ${fmt(rows)} rows: ${duration} s, 1 connection`)
   await getLoad({ url: agg.url, path: "/topics", connections: 1, duration: 1 }) // warm-up
@@ -84,7 +84,7 @@ export const readsPhase = async ({ agg, dbUrl, withClient, rows, duration, expor
   }
   say(`  p99 ${topics.p99} ms; CPU a request: aggregator ${topics.aggMs.toFixed(2)} ms, PostgreSQL ${topics.pgMs.toFixed(2)} ms; ${results.topics.text}`)
 
-  for (const { label, path } of filteredPages(rows)) {
+  for (const { label, path } of filteredPages(seeded)) {
     say(`GET ${path}: ${duration} s, 1 connection`)
     await getLoad({ url: agg.url, path, connections: 1, duration: 1 })
     const r = await measured(agg, path, duration)
@@ -113,7 +113,8 @@ export const readsPhase = async ({ agg, dbUrl, withClient, rows, duration, expor
   await withClient(dbUrl, async (c) => {
     await c.query("SET synchronous_commit = off")
     for (let from = 1; from <= exportRows; from += 1_000_000) {
-      await c.query(seedInsert("'export'"), ["x", from, Math.min(exportRows, from + 999_999)])
+      const { rows: [{ n }] } = await c.query(seedInsert("'export'"), ["x", from, Math.min(exportRows, from + 999_999)])
+      await c.query("UPDATE event_totals SET total = total + $1 WHERE shard = 0", [n])
     }
   })
   const baselineKb = rssKb(agg.pid)

@@ -31,8 +31,11 @@ Every number in the table comes from the same run on the same machine:
 - **the publisher against wrk**: wrk, the publisher's single mode, wrk again on the same aggregator at the same
   concurrency, then batch runs of 1,000,000 and 20,000 events (\`bench/lib/publisher-phase.mjs\`; wrk comes from
   Debian's \`wrk\` package);
-- **\`GET /stats\`** after seeding the table server-side to 10M rows (\`--quick\` / \`BENCH_QUICK=1\`: 1M), with 1
-  connection (the latency the target is read at) and with 8.
+- **\`GET /stats\`** after seeding the table server-side to 10M rows over 1,000 topics (\`--quick\` / \`BENCH_QUICK=1\`:
+  1M), with 1 connection (the latency the target is read at) and with 8; on the same table **\`GET /topics\`** and
+  four **filtered \`GET /events\` pages** (1 connection each, with the CPU each request cost), then
+  **\`GET /events/export\`** of 1,000,000 rows seeded into one topic with the aggregator's RSS sampled
+  (\`bench/lib/reads-phase.mjs\`; \`node bench/run.mjs --reads-only\` runs only this part).
 
 The CPU column says who used the 2 cores during each phase: the aggregator, PostgreSQL, the bench process, and
 the whole machine (anything else running shows as the difference). After each load phase the bench checks that

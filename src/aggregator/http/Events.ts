@@ -71,7 +71,8 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
             ),
             { contentType: "application/x-ndjson", headers: { "cache-control": "no-store" } }
           )))
-      .handle("topics", () => store.topics)
+      .handleRaw("topics", () =>
+        Effect.map(store.topicsJson, (json) => HttpServerResponse.text(json, { contentType: "application/json" })))
       .handleRaw("stream", ({ request, urlParams }) =>
         Effect.map(live.frames(urlParams.topic, NodeHttpServerRequest.toServerResponse(request)), (frames) =>
           HttpServerResponse.stream(frames, {

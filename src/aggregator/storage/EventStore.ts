@@ -4,7 +4,7 @@ import * as MutableRef from "effect/MutableRef"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { StorageUnavailable } from "../../domain/Errors.js"
-import type { StoredEvent } from "../../domain/Event.js"
+import type { StoredEvent, TopicSummary } from "../../domain/Event.js"
 import { Database } from "./Database.js"
 import { TOTAL_SHARDS } from "./migrations/0001_create_events.js"
 
@@ -220,21 +220,33 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
         Effect.gen(function*() {
           const filter = filterSql(sql, options)
           const asc = options.ascending === true
-          const order = asc ? sql`ORDER BY seq` : sql`ORDER BY seq DESC`
+          const order = asc ? sql`ORDER BY e.seq` : sql`ORDER BY e.seq DESC`
+          // With an upper time bound the planner, taking timestamps to be spread evenly over storage order,
+          // walks the storage-order index from the newest row and may skip millions of newer rows first;
+          // ordering by `seq + 0` makes it take the rows in the time range from the (topic, timestamp) index
+          // and sort those.
+          const key = sql.literal(options.topic !== undefined && options.until !== undefined ? "seq + 0" : "seq")
+          const pick = asc ? sql`ORDER BY ${key}` : sql`ORDER BY ${key} DESC`
           let total = 0
           let from: number | undefined = asc ? options.after : options.before
           let first: number | undefined
           let last: number | undefined
           let cut = false
           let counted = 0
+          const seqs: Array<number> = []
           // Small steps, sized by what is left of the budget at the average size so far: reading sizes
           // detoasts the payloads, so it reads little more than the page will hold.
           for (let step = 32; counted < options.limit && !cut; step = Math.ceil(1.25 * (options.maxBytes - total) / (total / counted)) + 1) {
             const want = Math.min(step, options.limit - counted)
+            // the rows are picked first (from an index alone where one covers the filter), sized after
             const sizes = yield* sql<{ seq: string | number; size: number }>`
-              SELECT seq, coalesce(pg_column_size(payload || '{}'::jsonb), 0) + 256 AS size FROM events
-              WHERE true ${filter} ${from === undefined ? sql`` : asc ? sql`AND seq > ${from}` : sql`AND seq < ${from}`}
-              ${order} LIMIT ${want}`
+              SELECT e.seq, coalesce(pg_column_size(e.payload || '{}'::jsonb), 0) + 256 AS size
+              FROM (
+                SELECT seq FROM events
+                WHERE true ${filter} ${from === undefined ? sql`` : asc ? sql`AND seq > ${from}` : sql`AND seq < ${from}`}
+                ${pick} LIMIT ${want}
+              ) picked JOIN events e ON e.seq = picked.seq
+              ${order}`
             for (const row of sizes) {
               if (counted > 0 && total + Number(row.size) > options.maxBytes) {
                 cut = true
@@ -244,16 +256,14 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
               counted++
               last = Number(row.seq)
               first ??= last
+              seqs.push(last)
             }
             if (sizes.length < want) break
             from = last
           }
           if (first === undefined || last === undefined) return { events: [], last: undefined, more: false } as Page
-          const [low, high] = asc ? [first, last] : [last, first]
           const rows = yield* sql<{ json: string }>`
-            SELECT ${sql.literal(eventJson)} AS json FROM events
-            WHERE seq >= ${low} AND seq <= ${high} ${filter}
-            ${order}`
+            SELECT ${sql.literal(eventJson)} AS json FROM events e WHERE seq = ANY(${seqs}::int8[]) ${order}`
           return { events: rows.map((r) => r.json), last, more: cut || counted === options.limit } as Page
         })
       ).pipe(Effect.withSpan("EventStore.page"))
@@ -277,17 +287,25 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
         ).pipe(Stream.filter((events) => events.length > 0)))
     }
 
-    /** Every topic with its stored count and first/last `received_at`, in topic order. */
-    const topics = db.use((sql) =>
-      sql<{ topic: string; events: string | number; first_received_at: string; last_received_at: string }>`
-        SELECT topic, sum(total)::int8 AS events,
-               ${sql.literal(utcText("min(first_received_at)"))} AS first_received_at,
-               ${sql.literal(utcText("max(last_received_at)"))} AS last_received_at
-        FROM topic_totals GROUP BY topic HAVING sum(total) > 0 ORDER BY topic`
-    ).pipe(
-      Effect.map((rows) => rows.map((r) => ({ ...r, events: Number(r.events) }))),
-      Effect.withSpan("EventStore.topics")
-    )
+    /**
+     * Every topic with its stored count and first/last `received_at`, in topic order, as the JSON array the
+     * API answers with (TopicSummary's fields, in its order), rendered by the database.
+     */
+    const topicsJson = db.use((sql) =>
+      sql<{ json: string }>`
+        SELECT coalesce(json_agg(json_build_object(
+                 'topic', topic, 'events', events, 'first_received_at', first_received_at, 'last_received_at', last_received_at
+               ) ORDER BY topic)::text, '[]') AS json
+        FROM (
+          SELECT topic, sum(total)::int8 AS events,
+                 ${sql.literal(utcText("min(first_received_at)"))} AS first_received_at,
+                 ${sql.literal(utcText("max(last_received_at)"))} AS last_received_at
+          FROM topic_totals GROUP BY topic HAVING sum(total) > 0
+        ) t`
+    ).pipe(Effect.map((rows) => rows[0].json), Effect.withSpan("EventStore.topicsJson"))
+
+    /** The same, decoded. */
+    const topics = Effect.map(topicsJson, (json) => JSON.parse(json) as Array<TopicSummary>)
 
     /**
      * For whatever deletes events (retention): call it in the deleting transaction, after the DELETE, with
@@ -338,7 +356,7 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
     const totalRows = db.use((sql) => sql<{ total: string }>`SELECT coalesce(sum(total), 0)::int8 AS total FROM event_totals`)
       .pipe(Effect.map((rows) => Number(rows[0]?.total ?? 0)), Effect.withSpan("EventStore.totalRows"))
 
-    return { insertMany, list, page, exportNdjson, topics, forgetDeleted, get, totalRows } as const
+    return { insertMany, list, page, exportNdjson, topicsJson, topics, forgetDeleted, get, totalRows } as const
   }),
   dependencies: [Database.Default]
 }) {}

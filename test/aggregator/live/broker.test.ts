@@ -49,6 +49,7 @@ const carelessStore = (failWhen: (events: ReadonlyArray<NewEvent>) => boolean) =
       list: () => Effect.succeed([]),
       page: () => Effect.succeed({ events: [], last: undefined, more: false }),
       exportNdjson: () => Effect.succeed(Stream.empty),
+      topicsJson: Effect.succeed("[]"),
       topics: Effect.succeed([]),
       forgetDeleted: () => Effect.void,
       get: () => Effect.succeed(undefined),
