@@ -11,6 +11,7 @@ import { ApiMiddlewareLive, AuthorizationLive, EventsLive, HealthLive, Operation
 import { Draining } from "../src/aggregator/Lifecycle.js"
 import { ServeLive } from "../src/aggregator/Server.js"
 import { Stats } from "../src/aggregator/Stats.js"
+import { Retention } from "../src/aggregator/Retention.js"
 import { AggregatorApi } from "../src/domain/Api.js"
 import { type Overloaded, StorageUnavailable } from "../src/domain/Errors.js"
 import type { StoredEvent } from "../src/domain/Event.js"
@@ -418,6 +419,7 @@ const httpOver = (store: Layer.Layer<EventStore>, env: Record<string, string>) =
     Layer.provideMerge(NodeHttpServer.layerTest),
     Layer.provideMerge(Batcher.Default.pipe(
       Layer.provideMerge(Broker.Default),
+      Layer.provideMerge(Retention.Default),
       Layer.provideMerge(store),
       Layer.provideMerge(noDatabase),
       Layer.provideMerge(Stats.Default),

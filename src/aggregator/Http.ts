@@ -39,6 +39,7 @@ import { Draining } from "./Lifecycle.js"
 import { Database } from "./Database.js"
 import { Batcher } from "./Batcher.js"
 import { eventKey, EventStore, type NewEvent } from "./EventStore.js"
+import { Retention } from "./Retention.js"
 import { Stats } from "./Stats.js"
 import { allowedMethods, isDeclaredPath, pathOf } from "./Routes.js"
 import { batchItems, GUARDED_DEPTH, validateItem } from "./Validation.js"
@@ -53,6 +54,7 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
     const store = yield* EventStore
     const stats = yield* Stats
     const broker = yield* Broker
+    const expiry = yield* Retention
     return handlers
       .handle("alive", () =>
         Effect.map(stats.uptimeSeconds, (uptime_seconds) => ({
@@ -64,7 +66,7 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
       .handle("ready", () => db.readiness)
       .handle("stats", () =>
         Effect.gen(function*() {
-          const [uptime_stats, total, storage_failures, uptime_seconds, announcements, stream_clients, cluster] =
+          const [uptime_stats, total, storage_failures, uptime_seconds, announcements, stream_clients, retention, cluster] =
             yield* Effect.all([
               stats.snapshot,
               Effect.option(store.totalRows),
@@ -72,6 +74,7 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
               stats.uptimeSeconds,
               broker.announcements,
               broker.streamClients,
+              expiry.stats,
               broker.cluster
             ], { concurrency: "unbounded" })
           return {
@@ -83,6 +86,7 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
             service: "aggregator",
             announcements,
             stream_clients,
+            retention,
             cluster
           }
         }))

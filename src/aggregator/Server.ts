@@ -19,12 +19,14 @@ import { ApiMiddlewareLive, AuthorizationLive, EventsLive, HealthLive, Operation
 import { Draining, DrainOnShutdownLive, NodeServer } from "./Lifecycle.js"
 import { LogSummaryLive } from "./LogSummary.js"
 import { observeRequests } from "./Observe.js"
+import { Retention } from "./Retention.js"
 import { Stats } from "./Stats.js"
 
 /** Storage, group commit, the broker and counters: built first, released last (after the HTTP server has drained). */
 export const ServicesLive = LogSummaryLive.pipe(
   Layer.provideMerge(Batcher.Default),
   Layer.provideMerge(Broker.Default),
+  Layer.provideMerge(Retention.Default),
   Layer.provideMerge(EventStore.Default),
   Layer.provideMerge(Database.Default),
   Layer.provideMerge(Stats.Default),
