@@ -1,5 +1,5 @@
 import { describe, expect, layer } from "@effect/vitest"
-import { Context, Effect, Either, Exit, Fiber, Layer, Scope } from "effect"
+import { ConfigProvider, Context, Effect, Either, Exit, Fiber, Layer, Scope } from "effect"
 import * as fc from "effect/FastCheck"
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -227,6 +227,20 @@ describe.skipIf(skipWithoutPostgres)(`the client library's Publisher${withoutPos
             expect(four.every(Either.isRight)).toBe(true)
             expect((yield* Fiber.join(fifth)).status).toBe("processed")
           }))
+      }))
+
+    it.effect("fromConfig: AGGREGATOR_URL and the PUBLISH_* settings; a bad one is a config error naming it", () =>
+      Effect.gen(function*() {
+        const { url } = yield* server
+        const topic = unique("config")
+        const fromEnv = (env: Record<string, string>) =>
+          Layer.provide(Publisher.fromConfig, Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
+        const stored = yield* Effect.flatMap(Publisher, (p) => p.publish(ev(topic, "c1", 1))).pipe(
+          Effect.provide(fromEnv({ AGGREGATOR_URL: url, PUBLISH_BATCH_SIZE: "10", PUBLISH_LINGER_MS: "0" }))
+        )
+        expect(stored).toEqual({ status: "processed", attempts: 1 })
+        const bad = yield* Effect.flip(Effect.provide(Publisher, fromEnv({ AGGREGATOR_URL: url, PUBLISH_BATCH_SIZE: "0" })))
+        expect(String(bad)).toContain("PUBLISH_BATCH_SIZE must be a positive integer")
       }))
 
     it.effect("closing the scope sends what is buffered, without waiting out the linger", () =>
