@@ -68,7 +68,7 @@ export const sendBatches = (workload: Workload, tally: Tally, retry: RetryOption
         for (let i = 0; i < keys.length; i++) countOutcome(tally, keys[i], outcomes[i])
       }
     })
-    yield* Effect.all(Array.from({ length: settings.concurrency * 2 }, () => producer), {
+    yield* Effect.all(Array.from({ length: settings.concurrency + 1 }, () => producer), {
       concurrency: "unbounded",
       discard: true
     })
@@ -80,7 +80,7 @@ export const sendBatches = (workload: Workload, tally: Tally, retry: RetryOption
         apiKey: Option.getOrUndefined(settings.apiKey),
         batchSize: settings.batchSize,
         concurrency: settings.concurrency,
-        bufferSize: settings.batchSize * settings.concurrency * 2,
+        bufferSize: settings.batchSize * settings.concurrency,
         timeout: settings.timeout,
         maxRetries: retry.maxRetries,
         backoff: retry.policy,
