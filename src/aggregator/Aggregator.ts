@@ -14,11 +14,13 @@ import { Draining, DrainOnShutdownLive } from "./ops/Lifecycle.js"
 import { LogSummaryLive } from "./ops/LogSummary.js"
 import { Database } from "./storage/Database.js"
 import { EventStore } from "./storage/EventStore.js"
+import { Retention } from "./storage/Retention.js"
 
 /** Storage, group commit, the broker and counters: built first, released last (after the HTTP server has drained). */
 export const ServicesLive = LogSummaryLive.pipe(
   Layer.provideMerge(Batcher.Default),
   Layer.provideMerge(Broker.Default),
+  Layer.provideMerge(Retention.Default),
   Layer.provideMerge(EventStore.Default),
   Layer.provideMerge(Database.Default),
   Layer.provideMerge(Stats.Default),

@@ -1,5 +1,8 @@
 import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { fileURLToPath } from "node:url"
@@ -8,6 +11,28 @@ const positiveInt = (name: string, fallback: number) =>
   Config.integer(name).pipe(
     Config.validate({ message: `${name} must be a positive integer`, validation: (n) => n > 0 }),
     Config.withDefault(fallback)
+  )
+
+const units: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** `30d`, `12h`, `15m`, `90s` or `500ms` as a Duration; undefined for anything else (0 included). */
+export const parseDuration = (text: string): Duration.Duration | undefined => {
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(text.trim())
+  if (m === null || Number(m[1]) === 0 || !Number.isSafeInteger(Number(m[1]) * units[m[2]])) return undefined
+  return Duration.millis(Number(m[1]) * units[m[2]])
+}
+
+/** An optional duration setting: unset or empty is none. */
+const optionalDuration = (name: string) =>
+  Config.string(name).pipe(
+    Config.withDefault(""),
+    Config.mapOrFail((text) => {
+      if (text.trim() === "") return Either.right(Option.none<Duration.Duration>())
+      const duration = parseDuration(text)
+      return duration === undefined
+        ? Either.left(ConfigError.InvalidData([name], `${name} must be a positive duration such as 30d, 12h, 15m or 90s, got '${text}'`))
+        : Either.right(Option.some(duration))
+    })
   )
 
 /** Every setting of the aggregator, read once from the environment. */
@@ -94,6 +119,12 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       streamClientBufferEvents: yield* positiveInt("STREAM_CLIENT_BUFFER_EVENTS", 1_000),
       clusterStatsIntervalMs: yield* positiveInt("CLUSTER_STATS_INTERVAL_MS", 2_000),
       clusterStatsTtlMs: yield* positiveInt("CLUSTER_STATS_TTL_MS", 10_000),
+      // events older than this (by received_at) are deleted; none: kept forever
+      retention: yield* optionalDuration("RETENTION"),
+      // how often expired events are looked for; by default a quarter of RETENTION, between 1 s and 1 min
+      retentionInterval: yield* optionalDuration("RETENTION_INTERVAL"),
+      // rows one delete statement removes at most (each its own short transaction)
+      retentionBatchRows: yield* positiveInt("RETENTION_BATCH_ROWS", 5_000),
       // one `summary` log line this often while events flow
       logSummaryIntervalMs: yield* positiveInt("LOG_SUMMARY_INTERVAL_MS", 5_000)
     } as const

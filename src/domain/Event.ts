@@ -301,6 +301,14 @@ export const ClusterStats = Schema.Struct({
 })
 export type ClusterStats = typeof ClusterStats.Type
 
+export const RetentionStats = Schema.Struct({
+  window_seconds: Schema.NullOr(Schema.Number).annotations({
+    description: "RETENTION in seconds: events received longer ago are deleted; null: kept forever"
+  }),
+  deleted: Schema.Number.annotations({ description: "Expired events this replica deleted since it started" })
+}).annotations({ identifier: "RetentionStats" })
+export type RetentionStats = typeof RetentionStats.Type
+
 export const Stats = Schema.Struct({
   uptime_stats: UptimeStats,
   database_total_rows: Schema.NullOr(Schema.Number),
@@ -310,6 +318,7 @@ export const Stats = Schema.Struct({
   service: Schema.String,
   announcements: Announcements,
   stream_clients: Schema.Number.annotations({ description: "Live-tail clients connected to this replica" }),
+  retention: RetentionStats,
   cluster: ClusterStats
 }).annotations({
   identifier: "Stats",
@@ -323,6 +332,7 @@ export const Stats = Schema.Struct({
     service: "aggregator",
     announcements: { published: 14000, failed: 0 },
     stream_clients: 1,
+    retention: { window_seconds: 2592000, deleted: 0 },
     cluster: {
       uptime_stats: { received: 40000, unique_processed: 28000, duplicate_dropped: 11980, rejected: 20 },
       storage_failures: 0,

@@ -11,6 +11,7 @@ import { randomInt } from "node:crypto"
 import * as Redacted from "effect/Redacted"
 import type { EventInput, StoredEvent } from "../domain/Event.js"
 import { Aggregator } from "./Aggregator.js"
+import { sendBatches } from "./BatchSend.js"
 import { PublisherSettings, type Settings } from "./Cli.js"
 import { startProgress } from "./Progress.js"
 import { checkReportTarget, writeReport } from "./Report.js"
@@ -219,7 +220,9 @@ const program = Effect.gen(function*() {
   const stopProgress = yield* startProgress(tally, workload.events, settings.progressInterval)
   const startedNs = yield* Clock.currentTimeNanos
   const cpuBefore = process.cpuUsage()
-  const sent = yield* send(workload, tally, retry)
+  const sent = settings.mode === "batch" && settings.viaLibrary
+    ? yield* sendBatches(workload, tally, retry)
+    : yield* send(workload, tally, retry)
   const cpu = process.cpuUsage(cpuBefore)
   const elapsedSeconds = Number((yield* Clock.currentTimeNanos) - startedNs) / 1e9
   yield* stopProgress

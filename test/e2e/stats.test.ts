@@ -62,6 +62,7 @@ layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: stati
           "announcements",
           "cluster",
           "database_total_rows",
+          "retention",
           "service",
           "started_at",
           "storage_failures",

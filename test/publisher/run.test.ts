@@ -519,11 +519,14 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
       expect(yield* distinctRows(databaseUrl, summary.run_id)).toBe(1400)
     }), { timeout: 180_000 })
 
-  it.effect("batch mode, 2,000 events, 30% duplicates, a fresh seed: verified, one row per distinct key", () =>
+  it.effect.each([
+    ["the send loop", []],
+    ["the client library (--via-library)", ["--via-library"]]
+  ] as const)("batch mode through %s, 2,000 events, 30% duplicates, a fresh seed: verified, one row per distinct key", ([, via]) =>
     Effect.gen(function*() {
       const { databaseUrl, url } = yield* TestAggregator
       const run = yield* Effect.promise(() =>
-        runPublisher(["--url", url, "--events", "2000", "--duplicates", "0.3", "--mode", "batch", "--batch-size", "250"])
+        runPublisher(["--url", url, "--events", "2000", "--duplicates", "0.3", "--mode", "batch", "--batch-size", "250", ...via])
       )
       expect(run.code, run.stderr).toBe(0)
       expect(run.stdout).toContain("result: OK")

@@ -5,6 +5,7 @@ import { AggregatorApi } from "../../domain/Api.js"
 import { Stats } from "../ingest/Stats.js"
 import { Broker } from "../live/Broker.js"
 import { Database } from "../storage/Database.js"
+import { Retention } from "../storage/Retention.js"
 import { EventStore } from "../storage/EventStore.js"
 
 export const VERSION = "0.1.0"
@@ -15,6 +16,7 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
     const store = yield* EventStore
     const stats = yield* Stats
     const broker = yield* Broker
+    const expiry = yield* Retention
     return handlers
       .handle("alive", () =>
         Effect.map(stats.uptimeSeconds, (uptime_seconds) => ({
@@ -26,7 +28,7 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
       .handle("ready", () => db.readiness)
       .handle("stats", () =>
         Effect.gen(function*() {
-          const [uptime_stats, total, storage_failures, uptime_seconds, announcements, stream_clients, cluster] =
+          const [uptime_stats, total, storage_failures, uptime_seconds, announcements, stream_clients, retention, cluster] =
             yield* Effect.all([
               stats.snapshot,
               Effect.option(store.totalRows),
@@ -34,6 +36,7 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
               stats.uptimeSeconds,
               broker.announcements,
               broker.streamClients,
+              expiry.stats,
               broker.cluster
             ], { concurrency: "unbounded" })
           return {
@@ -45,6 +48,7 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
             service: "aggregator",
             announcements,
             stream_clients,
+            retention,
             cluster
           }
         }))

@@ -47,6 +47,11 @@ export const exportedEvents = Metric.counter("aggregator_exported_events_total",
   incremental: true
 })
 
+export const retentionDeleted = Metric.counter("aggregator_retention_deleted_total", {
+  description: "Events deleted because they were older than RETENTION (by this replica).",
+  incremental: true
+})
+
 const seconds = (start: number, count: number) => MetricBoundaries.exponential({ start, factor: 2, count })
 
 const requestDuration = MetricKey.histogram(

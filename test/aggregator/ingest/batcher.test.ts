@@ -11,6 +11,7 @@ import { ApiMiddlewareLive } from "../../../src/aggregator/http/Middleware.js"
 import { Draining } from "../../../src/aggregator/ops/Lifecycle.js"
 import { ApiLive, ServeLive } from "../../../src/aggregator/http/Server.js"
 import { Stats } from "../../../src/aggregator/ingest/Stats.js"
+import { Retention } from "../../../src/aggregator/storage/Retention.js"
 import { type Overloaded, StorageUnavailable } from "../../../src/domain/Errors.js"
 import type { StoredEvent } from "../../../src/domain/Event.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
@@ -421,6 +422,7 @@ const httpOver = (store: Layer.Layer<EventStore>, env: Record<string, string>) =
     Layer.provideMerge(NodeHttpServer.layerTest),
     Layer.provideMerge(Batcher.DefaultWithoutDependencies.pipe(
       Layer.provideMerge(Broker.Default),
+      Layer.provideMerge(Retention.DefaultWithoutDependencies),
       Layer.provideMerge(store),
       Layer.provideMerge(noDatabase),
       Layer.provideMerge(Stats.Default),

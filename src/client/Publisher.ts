@@ -1,0 +1,357 @@
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as Cause from "effect/Cause"
+import * as Config from "effect/Config"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import type * as Redacted from "effect/Redacted"
+import * as Ref from "effect/Ref"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import { type BatchItemResult, type EventInput, Issue } from "../domain/Event.js"
+import { makeClient } from "./Client.js"
+import {
+  type AttemptFailure,
+  type BackoffPolicy,
+  classify,
+  defaultBackoff,
+  describeFailure,
+  keepRetryHeaders,
+  retrySchedule,
+  timedOut,
+  toAttemptFailure
+} from "./Retry.js"
+
+/** Stored: `processed` the first time, `dropped_duplicate` when it had been stored before. Both are durable. */
+export interface Delivered {
+  readonly status: "processed" | "dropped_duplicate"
+  /** Requests it took; more than 1 means an earlier attempt may have reached the server too. */
+  readonly attempts: number
+}
+
+/** The server refused the event (a 422 item, or a 4xx for its whole request): sending it again cannot help. */
+export class EventRejected extends Schema.TaggedError<EventRejected>()("EventRejected", {
+  topic: Schema.String,
+  event_id: Schema.String,
+  message: Schema.String,
+  issues: Schema.Array(Issue)
+}) {}
+
+/**
+ * Not known to be stored: the retries ran out, the answer was not the API's, or the publisher was closed.
+ * An attempt may have reached the server, so it may be stored all the same: publishing it again is safe.
+ */
+export class DeliveryFailed extends Schema.TaggedError<DeliveryFailed>()("DeliveryFailed", {
+  topic: Schema.String,
+  event_id: Schema.String,
+  message: Schema.String,
+  attempts: Schema.Number
+}) {}
+
+export type PublishError = EventRejected | DeliveryFailed
+export type Outcome = Either.Either<Delivered, PublishError>
+
+/** One request's attempt, as it ended. */
+export interface AttemptReport {
+  readonly events: number
+  /** 1 for the first. */
+  readonly attempt: number
+  /** From the start of the first attempt to the end of this one. */
+  readonly elapsedMs: number
+  /** Absent when the server answered. */
+  readonly failure: AttemptFailure | undefined
+  /** Whether the same events go out again. */
+  readonly retrying: boolean
+}
+
+export interface PublisherOptions {
+  /** The aggregator's base URL. */
+  readonly url: string
+  /** Sent as `Authorization: Bearer <key>`. */
+  readonly apiKey?: Redacted.Redacted | undefined
+  /** Most events in one `POST /publish/batch` (the server's MAX_BATCH_EVENTS is 1,000 by default). Default 500. */
+  readonly batchSize?: number | undefined
+  /** How long a batch that is not full waits for more events. Default 5 ms. */
+  readonly linger?: Duration.DurationInput | undefined
+  /** Events accepted and not yet stored, at most; `publish` waits for room beyond it. Default 10,000. */
+  readonly bufferSize?: number | undefined
+  /** Requests in flight at once. Default 4. */
+  readonly concurrency?: number | undefined
+  /** Each attempt's limit; a timed-out attempt is retried. Default 10 s. */
+  readonly timeout?: Duration.DurationInput | undefined
+  /** Retries of a request after a connection error, timeout, 429 or 502/503/504. Default 10. */
+  readonly maxRetries?: number | undefined
+  readonly backoff?: BackoffPolicy | undefined
+  /** Called after each attempt at a request, for counting; must not throw. */
+  readonly onAttempt?: ((report: AttemptReport) => void) | undefined
+}
+
+const positive = (name: string, fallback: number) =>
+  Config.integer(name).pipe(
+    Config.validate({ message: `${name} must be a positive integer`, validation: (n) => n > 0 }),
+    Config.withDefault(fallback)
+  )
+
+/** The options from the environment: AGGREGATOR_URL, API_KEY and the PUBLISH_* limits. */
+export const publisherConfig: Config.Config<PublisherOptions> = Config.all({
+  url: Config.string("AGGREGATOR_URL").pipe(
+    Config.validate({ message: "AGGREGATOR_URL must be an absolute URL", validation: (s) => URL.canParse(s) }),
+    Config.withDefault("http://localhost:8080")
+  ),
+  apiKey: Config.option(Config.redacted("API_KEY")).pipe(Config.map(Option.getOrUndefined)),
+  batchSize: positive("PUBLISH_BATCH_SIZE", 500),
+  linger: Config.integer("PUBLISH_LINGER_MS").pipe(
+    Config.validate({ message: "PUBLISH_LINGER_MS must be 0 or more", validation: (n) => n >= 0 }),
+    Config.withDefault(5),
+    Config.map(Duration.millis)
+  ),
+  bufferSize: positive("PUBLISH_BUFFER_EVENTS", 10_000),
+  concurrency: positive("PUBLISH_CONCURRENCY", 4),
+  timeout: positive("PUBLISH_TIMEOUT_MS", 10_000).pipe(Config.map(Duration.millis)),
+  maxRetries: Config.integer("PUBLISH_MAX_RETRIES").pipe(
+    Config.validate({ message: "PUBLISH_MAX_RETRIES must be 0 or more", validation: (n) => n >= 0 }),
+    Config.withDefault(10)
+  )
+})
+
+/** Callers waiting for a group of events they published together. */
+interface Waiter {
+  readonly outcomes: Array<Outcome>
+  remaining: number
+  readonly done: Deferred.Deferred<ReadonlyArray<Outcome>>
+}
+
+/** Events `from`…`to` (exclusive) of one `publishAll` call; each event's outcome goes to its own index. */
+interface Part {
+  readonly events: ReadonlyArray<EventInput>
+  readonly from: number
+  readonly to: number
+  readonly waiter: Waiter
+}
+
+const closedMessage = "the publisher is closed"
+
+const failedAll = (events: ReadonlyArray<EventInput>, message: string, attempts: number): Array<Outcome> =>
+  events.map((e) => Either.left(new DeliveryFailed({ topic: e.topic, event_id: e.event_id, message, attempts })))
+
+/** Each event's outcome from a batch answer; an event the answer does not account for failed. */
+const outcomesOf = (
+  events: ReadonlyArray<EventInput>,
+  results: ReadonlyArray<BatchItemResult>,
+  attempts: number
+): Array<Outcome> => {
+  const processed: Outcome = Either.right({ status: "processed", attempts })
+  const duplicate: Outcome = Either.right({ status: "dropped_duplicate", attempts })
+  const byIndex = new Array<BatchItemResult | undefined>(events.length)
+  for (const r of results) if (Number.isInteger(r.index) && r.index >= 0 && r.index < events.length) byIndex[r.index] = r
+  return events.map((event, i): Outcome => {
+    const r = byIndex[i]
+    const { event_id, topic } = event
+    if (r === undefined || r.topic !== topic || r.event_id !== event_id) {
+      return Either.left(new DeliveryFailed({ topic, event_id, message: "the answer did not account for the event", attempts }))
+    }
+    if (r.status === "rejected") {
+      const issues = r.errors ?? []
+      const message = issues.length > 0 ? issues.map((e) => e.message).join("; ") : "rejected"
+      return Either.left(new EventRejected({ topic, event_id, message, issues }))
+    }
+    return r.status === "processed" ? processed : duplicate
+  })
+}
+
+const make = (options: PublisherOptions) =>
+  Effect.gen(function*() {
+    const batchSize = options.batchSize ?? 500
+    const linger = Duration.decode(options.linger ?? "5 millis")
+    const bufferSize = options.bufferSize ?? 10_000
+    const timeout = options.timeout ?? "10 seconds"
+    const maxRetries = options.maxRetries ?? 10
+    const onAttempt = options.onAttempt
+    const schedule = retrySchedule(options.backoff ?? defaultBackoff, maxRetries)
+
+    const base = (yield* HttpClient.HttpClient).pipe(keepRetryHeaders, HttpClient.withTracerPropagation(false))
+    const apiKey = options.apiKey
+    const http = apiKey === undefined ? base : HttpClient.mapRequest(base, HttpClientRequest.bearerToken(apiKey))
+    const client = yield* makeClient(options.url.replace(/\/+$/, "")).pipe(
+      Effect.provideService(HttpClient.HttpClient, http)
+    )
+
+    // requests in flight run in their own scope, closed only after the buffer has drained (below)
+    const scope = yield* Scope.make()
+    yield* Effect.addFinalizer((exit) => Scope.close(scope, exit))
+    const queue = yield* Queue.unbounded<Part>()
+    // room in the buffer, in events: taken when published, given back when settled
+    const room = yield* Effect.makeSemaphore(bufferSize)
+    const senders = yield* Effect.makeSemaphore(options.concurrency ?? 4)
+    const unsettled = yield* Ref.make(0)
+    const closing = yield* Deferred.make<void>()
+    const drained = yield* Deferred.make<void>()
+
+    const settle = (parts: ReadonlyArray<Part>, outcomes: ReadonlyArray<Outcome>) =>
+      Effect.suspend(() => {
+        let j = 0
+        for (const { from, to, waiter } of parts) {
+          for (let i = from; i < to; i++) waiter.outcomes[i] = outcomes[j++]
+          waiter.remaining -= to - from
+          if (waiter.remaining === 0) Deferred.unsafeDone(waiter.done, Effect.succeed(waiter.outcomes))
+        }
+        return Ref.updateAndGet(unsettled, (n) => n - outcomes.length)
+      }).pipe(
+        Effect.tap(room.release(outcomes.length)),
+        Effect.flatMap((left) =>
+          left === 0 ? Effect.flatMap(Deferred.isDone(closing), (closed) => closed ? Deferred.succeed(drained, void 0) : Effect.void) : Effect.void
+        )
+      )
+
+    const send = (parts: ReadonlyArray<Part>) => {
+      const events: Array<EventInput> = []
+      for (const part of parts) for (let i = part.from; i < part.to; i++) events.push(part.events[i])
+      let attempts = 0
+      let started = 0
+      const report = (failure: AttemptFailure | undefined) => {
+        if (onAttempt === undefined) return
+        const retrying = failure !== undefined && classify(failure) === "retry" && attempts <= maxRetries
+        onAttempt({ events: events.length, attempt: attempts, elapsedMs: performance.now() - started, failure, retrying })
+      }
+      const attempt = Effect.suspend(() => {
+        if (attempts++ === 0) started = performance.now()
+        return client.events.publishBatch({ payload: { events } })
+      }).pipe(
+        Effect.mapError(toAttemptFailure),
+        Effect.timeoutFail({ duration: timeout, onTimeout: () => timedOut }),
+        Effect.tapBoth({
+          onFailure: (failure) => Effect.sync(() => report(failure)),
+          onSuccess: () => Effect.sync(() => report(undefined))
+        })
+      )
+      return attempt.pipe(
+        Effect.retry(schedule),
+        Effect.matchCause({
+          onSuccess: (answer) => outcomesOf(events, answer.results, attempts),
+          onFailure: (cause) => {
+            const failure = Option.getOrUndefined(Cause.failureOption(cause))
+            if (failure !== undefined && classify(failure) === "rejected") {
+              const message = `the server refused the request: ${describeFailure(failure)}`
+              return events.map((e): Outcome =>
+                Either.left(new EventRejected({ topic: e.topic, event_id: e.event_id, message, issues: [] }))
+              )
+            }
+            return failedAll(events, failure === undefined ? "the request died" : describeFailure(failure), attempts)
+          }
+        }),
+        Effect.flatMap((outcomes) => settle(parts, outcomes))
+      )
+    }
+
+    // what is left of a part that did not fit into the last batch; only the gathering fiber touches it
+    let carry: Part | undefined
+    const add = (batch: Array<Part>, count: number, part: Part): number => {
+      const fits = batchSize - count
+      if (part.to - part.from <= fits) {
+        batch.push(part)
+        return count + part.to - part.from
+      }
+      batch.push({ ...part, to: part.from + fits })
+      carry = { ...part, from: part.from + fits }
+      return batchSize
+    }
+    const fill = (batch: Array<Part>, count: number): Effect.Effect<number> =>
+      count >= batchSize
+        ? Effect.succeed(count)
+        : Effect.flatMap(Queue.poll(queue), (next) => Option.isNone(next) ? Effect.succeed(count) : fill(batch, add(batch, count, next.value)))
+
+    // the next batch: what is waiting, up to batchSize; when that is less, whatever comes within `linger`
+    const gather = Effect.gen(function*() {
+      const batch: Array<Part> = []
+      const first = carry ?? (yield* Queue.take(queue))
+      carry = undefined
+      let count = yield* fill(batch, add(batch, 0, first))
+      if (count < batchSize && Duration.toMillis(linger) > 0 && !(yield* Deferred.isDone(closing))) {
+        yield* Effect.raceFirst(Effect.sleep(linger), Deferred.await(closing))
+        count = yield* fill(batch, count)
+      }
+      return batch
+    })
+
+    yield* senders.take(1).pipe(
+      Effect.zipRight(gather),
+      Effect.flatMap((batch) => Effect.forkIn(send(batch).pipe(Effect.ensuring(senders.release(1))), scope)),
+      Effect.forever,
+      Effect.forkScoped
+    )
+
+    // on close: take no more, and wait until everything taken is stored or has failed
+    yield* Effect.addFinalizer(() =>
+      Deferred.succeed(closing, void 0).pipe(
+        Effect.zipRight(Ref.get(unsettled)),
+        Effect.flatMap((n) => n === 0 ? Effect.void : Deferred.await(drained))
+      )
+    )
+
+    const enqueue = (events: ReadonlyArray<EventInput>): Effect.Effect<ReadonlyArray<Outcome>> =>
+      Effect.gen(function*() {
+        if (events.length === 0) return []
+        const waiter: Waiter = {
+          outcomes: new Array(events.length),
+          remaining: events.length,
+          done: yield* Deferred.make<ReadonlyArray<Outcome>>()
+        }
+        // in parts of at most bufferSize events, so that room for each can be had
+        for (let start = 0; start < events.length; start += bufferSize) {
+          const part: Part = { events, from: start, to: Math.min(events.length, start + bufferSize), waiter }
+          const size = part.to - part.from
+          const accepted = yield* Effect.uninterruptibleMask((restore) =>
+            restore(room.take(size)).pipe(
+              Effect.zipRight(Deferred.isDone(closing)),
+              Effect.tap((closed) =>
+                closed
+                  ? room.release(size)
+                  : Ref.update(unsettled, (n) => n + size).pipe(Effect.zipRight(Queue.offer(queue, part)))
+              ),
+              Effect.map((closed) => !closed)
+            )
+          )
+          if (!accepted) {
+            const failed = failedAll(events.slice(start), closedMessage, 0)
+            for (let i = 0; i < failed.length; i++) waiter.outcomes[start + i] = failed[i]
+            waiter.remaining -= failed.length
+            if (waiter.remaining === 0) return waiter.outcomes
+            break
+          }
+        }
+        return yield* Deferred.await(waiter.done)
+      })
+
+    return {
+      /** Completes when the event is stored (201 or 200 duplicate); fails if the server refused it or delivery gave up. */
+      publish: (event: EventInput): Effect.Effect<Delivered, PublishError> =>
+        Effect.flatMap(enqueue([event]), (outcomes) => outcomes[0]),
+      /** Each event's outcome, in order; completes when every one of them is settled. */
+      publishAll: enqueue
+    } as const
+  })
+
+// node:http kept alive: one connection a request in flight, reused
+const keepAliveClient = NodeHttpClient.layerWithoutAgent.pipe(
+  Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: true }))
+)
+
+/**
+ * Publishes events to an aggregator in batches: `publish` completes when its event is durably stored.
+ * Batches are gathered by count and a short time window, retried with the same events (so the same ids)
+ * after connection errors, timeouts, 429 and 503 (honouring `Retry-After`), and the buffer is bounded:
+ * `publish` waits for room. Closing its scope sends what is buffered first.
+ */
+export class Publisher extends Effect.Service<Publisher>()("Client/Publisher", {
+  scoped: make,
+  dependencies: [keepAliveClient]
+}) {
+  /** Configured from AGGREGATOR_URL, API_KEY and PUBLISH_* (see `publisherConfig`). */
+  static readonly fromConfig = Layer.unwrapEffect(Effect.map(publisherConfig, (options) => Publisher.Default(options)))
+}
