@@ -6,19 +6,13 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import * as Cause from "effect/Cause"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Redacted from "effect/Redacted"
-import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
-import * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AggregatorApi, Authorization, DEFAULT_LIST_LIMIT } from "../domain/Api.js"
 import {
@@ -152,33 +146,6 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
     const batcher = yield* Batcher
     const stats = yield* Stats
     const broker = yield* Broker
-    const draining = yield* Draining
-
-    // The client is subscribed before its answer starts, so nothing stored after the first line is
-    // missed, and one past STREAM_MAX_CLIENTS gets a 429 instead. Every stream ends when shutdown begins.
-    // A client that falls behind is dropped: its frames end, and as the writer may be stuck waiting for a
-    // socket the client no longer reads (a stream that is not pulled cannot end), the connection is
-    // destroyed, which also ends the response. Frames come encoded once for all clients (Broker).
-    const subscribed = new TextEncoder().encode(": subscribed\n\n")
-    const heartbeat = new TextEncoder().encode(":\n\n")
-    const liveTail = (topic: string | undefined, connection: { readonly destroy: () => void }) =>
-      Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const tail = yield* broker.subscribe(topic).pipe(Scope.extend(scope), Effect.tapError(() => Scope.close(scope, Exit.void)))
-        yield* Queue.awaitShutdown(tail.queue).pipe(
-          Effect.zipRight(Effect.sync(() => connection.destroy())),
-          Effect.forkIn(scope)
-        )
-        return Stream.make(subscribed).pipe(
-          Stream.concat(Stream.merge(
-            tail.frames,
-            Stream.fromSchedule(Schedule.spaced(Duration.millis(config.streamHeartbeatMs))).pipe(Stream.as(heartbeat)),
-            { haltStrategy: "left" }
-          )),
-          Stream.interruptWhen(draining.started),
-          Stream.ensuring(Scope.close(scope, Exit.void))
-        )
-      })
 
     const storedOne = { processed: 1, duplicates: 0, rejected: 0 } as const
     const duplicateOne = { processed: 0, duplicates: 1, rejected: 0 } as const
@@ -279,11 +246,17 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
           }
         ))
       .handleRaw("stream", ({ request, urlParams }) =>
-        Effect.map(liveTail(urlParams.topic, NodeHttpServerRequest.toServerResponse(request)), (frames) =>
-          HttpServerResponse.stream(frames, {
+        // Subscribed before the answer starts, so nothing stored after its first line is missed; one past
+        // STREAM_MAX_CLIENTS gets a 429. The body is a Node stream the server pipes into the response.
+        Effect.map(broker.subscribe(urlParams.topic), (tail) => {
+          const response = NodeHttpServerRequest.toServerResponse(request)
+          if (response.destroyed) tail.destroy()
+          else response.once("close", () => tail.destroy())
+          return HttpServerResponse.raw(tail, {
             contentType: "text/event-stream",
             headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
-          })))
+          })
+        }))
       .handle("get", ({ path }) =>
         Effect.flatMap(store.get(path.topic, path.event_id), (event) =>
           event === undefined
