@@ -26,6 +26,7 @@ import {
   ValidationFailed
 } from "../domain/Errors.js"
 import type { BatchItemResult } from "../domain/Event.js"
+import { VERSION } from "../domain/Version.js"
 import { ClientGone, readJsonBody } from "./Body.js"
 import { Broker } from "./Broker.js"
 import { AggregatorConfig } from "./Config.js"
@@ -38,8 +39,6 @@ import { allowedMethods, isDeclaredPath, pathOf } from "./Routes.js"
 import { batchItems, GUARDED_DEPTH, validateItem } from "./Validation.js"
 import { dashboardPage } from "./Dashboard.js"
 import * as Metrics from "./Metrics.js"
-
-export const VERSION = "0.1.0"
 
 export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handlers) =>
   Effect.gen(function*() {
