@@ -1,5 +1,8 @@
 import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { fileURLToPath } from "node:url"
@@ -8,6 +11,34 @@ const positiveInt = (name: string, fallback: number) =>
   Config.integer(name).pipe(
     Config.validate({ message: `${name} must be a positive integer`, validation: (n) => n > 0 }),
     Config.withDefault(fallback)
+  )
+
+const logLevels = new Map<string, LogLevel.LogLevel>([
+  ["all", LogLevel.All],
+  ["trace", LogLevel.Trace],
+  ["debug", LogLevel.Debug],
+  ["info", LogLevel.Info],
+  ["warn", LogLevel.Warning],
+  ["warning", LogLevel.Warning],
+  ["error", LogLevel.Error],
+  ["fatal", LogLevel.Fatal],
+  ["critical", LogLevel.Fatal],
+  ["off", LogLevel.None],
+  ["none", LogLevel.None]
+])
+
+/**
+ * A log level as people write it, in any case: `warning` and `warn` (Python's and Effect's), `info`, `Debug`,
+ * `ERROR`, `critical` as `fatal`, `off` or `none`, `all`.
+ */
+export const logLevel = (name: string) =>
+  Config.string(name).pipe(
+    Config.mapOrFail((text) => {
+      const level = logLevels.get(text.trim().toLowerCase())
+      return level === undefined
+        ? Either.left(ConfigError.InvalidData([], `${name} must be one of ${[...logLevels.keys()].join(", ")} (any case), not ${JSON.stringify(text)}`))
+        : Either.right(level)
+    })
   )
 
 /** Every setting of the aggregator, read once from the environment. */

@@ -5,13 +5,13 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import { withRequestIds } from "./Observe.js"
-import { AggregatorConfig } from "./Config.js"
+import { AggregatorConfig, logLevel } from "./Config.js"
 import { ExitDeadlineLive } from "./Lifecycle.js"
 import { AggregatorLive } from "./Server.js"
 
 const LoggingLive = Layer.unwrapEffect(
   Effect.map(
-    Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
+    logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
     (level) =>
       Layer.merge(
         Logger.replace(Logger.defaultLogger, Logger.withConsoleLog(withRequestIds(Logger.jsonLogger))),
