@@ -113,10 +113,11 @@ if (mode === "readers") {
       first = false
       bytes += d.length
       // each event's frame has one "\ndata: ", which may straddle two reads
-      const seam = Buffer.concat([tail, d.subarray(0, 7)])
-      if (seam.indexOf(marker) >= 0 && seam.indexOf(marker) < tail.length) frames++
+      // (the tail keeps one byte less than the marker, so a marker counted whole is not counted again)
+      const seam = Buffer.concat([tail, d.subarray(0, marker.length - 1)])
+      if (seam.indexOf(marker) >= 0) frames++
       for (let at = d.indexOf(marker); at >= 0; at = d.indexOf(marker, at + 1)) frames++
-      tail = Buffer.from(d.subarray(Math.max(0, d.length - 7)))
+      tail = Buffer.from(d.subarray(Math.max(0, d.length - (marker.length - 1))))
     })
     s.on("error", () => {})
   }
