@@ -260,65 +260,64 @@ describe.skipIf(skipWithoutPostgres)(`hostile clients, generated (issue 15)${wit
     timeout: "120 seconds"
   })("issue 15", (it) => {
     const stats = (url: string) => Effect.promise(() => fetch(`${url}/stats`).then((r) => r.json() as Promise<any>))
+    /** This block's server, once it answers /ready. */
+    const ready = Effect.tap(TestAggregator, ({ url }) => Effect.promise(() => waitFor(`${url}/ready`)))
+    const holds = (property: fc.IAsyncProperty<any>, numRuns: number) => Effect.promise(() => fc.assert(property, { numRuns }))
     const storedCount = (databaseUrl: string, topic: string) =>
       Effect.promise(() => query(databaseUrl, "SELECT count(*)::int AS n FROM events WHERE topic = $1", [topic]).then((rows) => rows[0].n as number))
 
     it.effect("deep nesting anywhere, at any depth past the guard, is a 422; in a batch only the deep item is refused", () =>
       Effect.gen(function*() {
-        const { databaseUrl, url } = yield* TestAggregator
-        yield* Effect.promise(() => waitFor(`${url}/ready`))
+        const { databaseUrl, url } = yield* ready
         let run = 0
-        yield* Effect.promise(() =>
-          fc.assert(
-            fc.asyncProperty(
-              // within MAX_BODY_BYTES (64 KiB here) at 6 bytes a level
-              fc.integer({ min: 101, max: 10_000 }),
-              fc.constantFrom<"array" | "object">("array", "object"),
-              fc.constantFrom("body", "topic", "event_id", "timestamp", "source", "payload", "envelope", "item"),
-              fc.integer({ min: 0, max: 4 }),
-              fc.integer({ min: 0, max: 4 }),
-              async (depth, shape, where, before, after) => {
-                const topic = `deep-${run++}-${Date.now().toString(36)}`
-                const deepText = nested(depth, shape)
-                const valid = (n: number, tag: string) => Array.from({ length: n }, (_, i) => JSON.stringify(oneEvent(topic, `${tag}${i}`)))
-                const withField = (field: string) => JSON.stringify({ ...oneEvent(topic, "x"), [field]: "__DEEP__" }).replace("\"__DEEP__\"", deepText)
-                const rejectedBefore = (await fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)).uptime_stats.rejected
-                if (where === "item" || where === "envelope") {
-                  const items = [...valid(before, "b"), deepText, ...valid(after, "a")]
-                  const body = where === "item" ? `[${items.join(",")}]` : `{"events":${deepText}}`
-                  const res = await rawExchange(url, { path: "/publish/batch", body: Buffer.from(body) })
-                  // an envelope whose `events` nests arrays is a batch of one deep item (below)
-                  if (where === "envelope" && shape === "object") {
-                    expect(res.status).toBe(422)
-                    expect(res.body.error).toBe("validation_failed")
-                    expect(await Effect.runPromise(storedCount(databaseUrl, topic))).toBe(0)
-                    return
-                  }
-                  const [kept, at] = where === "item" ? [before + after, before] : [0, 0]
-                  expect(res.status).toBe(200)
-                  expect([res.body.processed, res.body.rejected]).toEqual([kept, 1])
-                  expect(res.body.results[at]).toMatchObject({ index: at, status: "rejected" })
-                  expect(await Effect.runPromise(storedCount(databaseUrl, topic))).toBe(kept)
+        yield* holds(
+          fc.asyncProperty(
+            // within MAX_BODY_BYTES (64 KiB here) at 6 bytes a level
+            fc.integer({ min: 101, max: 10_000 }),
+            fc.constantFrom<"array" | "object">("array", "object"),
+            fc.constantFrom("body", "topic", "event_id", "timestamp", "source", "payload", "envelope", "item"),
+            fc.integer({ min: 0, max: 4 }),
+            fc.integer({ min: 0, max: 4 }),
+            async (depth, shape, where, before, after) => {
+              const topic = `deep-${run++}-${Date.now().toString(36)}`
+              const deepText = nested(depth, shape)
+              const valid = (n: number, tag: string) => Array.from({ length: n }, (_, i) => JSON.stringify(oneEvent(topic, `${tag}${i}`)))
+              const withField = (field: string) => JSON.stringify({ ...oneEvent(topic, "x"), [field]: "__DEEP__" }).replace("\"__DEEP__\"", deepText)
+              const rejectedBefore = (await fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)).uptime_stats.rejected
+              if (where === "item" || where === "envelope") {
+                const items = [...valid(before, "b"), deepText, ...valid(after, "a")]
+                const body = where === "item" ? `[${items.join(",")}]` : `{"events":${deepText}}`
+                const res = await rawExchange(url, { path: "/publish/batch", body: Buffer.from(body) })
+                // an envelope whose `events` nests arrays is a batch of one deep item (below)
+                if (where === "envelope" && shape === "object") {
+                  expect(res.status).toBe(422)
+                  expect(res.body.error).toBe("validation_failed")
+                  expect(await Effect.runPromise(storedCount(databaseUrl, topic))).toBe(0)
                   return
                 }
-                const body = where === "body" ? deepText : withField(where)
-                const res = await rawExchange(url, { path: "/publish", body: Buffer.from(body) })
-                expect(res.status).toBe(422)
-                expect(res.body.error).toBe("validation_failed")
-                expect(await Effect.runPromise(storedCount(databaseUrl, topic))).toBe(0)
-                const rejectedAfter = (await fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)).uptime_stats.rejected
-                expect(rejectedAfter - rejectedBefore).toBe(1)
+                const [kept, at] = where === "item" ? [before + after, before] : [0, 0]
+                expect(res.status).toBe(200)
+                expect([res.body.processed, res.body.rejected]).toEqual([kept, 1])
+                expect(res.body.results[at]).toMatchObject({ index: at, status: "rejected" })
+                expect(await Effect.runPromise(storedCount(databaseUrl, topic))).toBe(kept)
+                return
               }
-            ),
-            { numRuns: 60 }
-          )
+              const body = where === "body" ? deepText : withField(where)
+              const res = await rawExchange(url, { path: "/publish", body: Buffer.from(body) })
+              expect(res.status).toBe(422)
+              expect(res.body.error).toBe("validation_failed")
+              expect(await Effect.runPromise(storedCount(databaseUrl, topic))).toBe(0)
+              const rejectedAfter = (await fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)).uptime_stats.rejected
+              expect(rejectedAfter - rejectedBefore).toBe(1)
+            }
+          ),
+          60
         )
       }), 120_000)
 
     it.effect("other spellings of /publish and /publish/batch are JSON 404s that store and count nothing", () =>
       Effect.gen(function*() {
-        const { databaseUrl, url } = yield* TestAggregator
-        yield* Effect.promise(() => waitFor(`${url}/ready`))
+        const { databaseUrl, url } = yield* ready
         const declared = new Set(["/publish", "/publish/", "/publish/batch", "/publish/batch/"])
         const spelling = fc.tuple(
           fc.constantFrom("/publish", "/publish/batch"),
@@ -342,18 +341,16 @@ describe.skipIf(skipWithoutPostgres)(`hostile clients, generated (issue 15)${wit
         }).filter((p) => !declared.has(p))
         const before = yield* stats(url)
         let run = 0
-        yield* Effect.promise(() =>
-          fc.assert(
-            fc.asyncProperty(spelling, async (path) => {
-              const topic = `odd-${run++}-${Date.now().toString(36)}`
-              const body = path.toLowerCase().includes("batch") || path.includes("%62") ? [oneEvent(topic, "e")] : oneEvent(topic, "e")
-              const res = await rawExchange(url, { path, body: Buffer.from(JSON.stringify(body)) })
-              expect([path, res.status]).toEqual([path, 404])
-              expect(res.body.error).toBe("not_found")
-              expect(await Effect.runPromise(storedCount(databaseUrl, topic))).toBe(0)
-            }),
-            { numRuns: 80 }
-          )
+        yield* holds(
+          fc.asyncProperty(spelling, async (path) => {
+            const topic = `odd-${run++}-${Date.now().toString(36)}`
+            const body = path.toLowerCase().includes("batch") || path.includes("%62") ? [oneEvent(topic, "e")] : oneEvent(topic, "e")
+            const res = await rawExchange(url, { path, body: Buffer.from(JSON.stringify(body)) })
+            expect([path, res.status]).toEqual([path, 404])
+            expect(res.body.error).toBe("not_found")
+            expect(await Effect.runPromise(storedCount(databaseUrl, topic))).toBe(0)
+          }),
+          80
         )
         const after = yield* stats(url)
         expect(after.uptime_stats).toEqual(before.uptime_stats)
@@ -361,56 +358,50 @@ describe.skipIf(skipWithoutPostgres)(`hostile clients, generated (issue 15)${wit
 
     it.effect("a body over MAX_BODY_BYTES sent whole before reading is answered 413 the client reads, however it is framed", () =>
       Effect.gen(function*() {
-        const { databaseUrl, url } = yield* TestAggregator
-        yield* Effect.promise(() => waitFor(`${url}/ready`))
+        const { databaseUrl, url } = yield* ready
         let run = 0
-        yield* Effect.promise(() =>
-          fc.assert(
-            fc.asyncProperty(
-              fc.integer({ min: MAX_BODY + 1, max: 40 * MAX_BODY }),
-              fc.constantFrom("/publish", "/publish/batch"),
-              fc.boolean(),
-              fc.boolean(),
-              async (size, path, chunked, expectContinue) => {
-                const topic = `big-${run++}-${Date.now().toString(36)}`
-                const event = JSON.stringify({ ...oneEvent(topic, "e"), payload: { blob: "" } })
-                const padded = event.replace("\"blob\":\"\"", `"blob":"${"z".repeat(Math.max(0, size - event.length))}"`)
-                const text = path === "/publish" ? padded : `[${padded}]`
-                const res = await rawExchange(url, { path, body: Buffer.from(text), chunked, expectContinue })
-                expect([size, chunked, expectContinue, res.status]).toEqual([size, chunked, expectContinue, 413])
-                expect(res.body.error).toBe("payload_too_large")
-                // refused from its declared length, before any 100 Continue
-                if (expectContinue && !chunked) expect(res.interim).toEqual([])
-                expect(await Effect.runPromise(storedCount(databaseUrl, topic))).toBe(0)
-              }
-            ),
-            { numRuns: 40 }
-          )
+        yield* holds(
+          fc.asyncProperty(
+            fc.integer({ min: MAX_BODY + 1, max: 40 * MAX_BODY }),
+            fc.constantFrom("/publish", "/publish/batch"),
+            fc.boolean(),
+            fc.boolean(),
+            async (size, path, chunked, expectContinue) => {
+              const topic = `big-${run++}-${Date.now().toString(36)}`
+              const event = JSON.stringify({ ...oneEvent(topic, "e"), payload: { blob: "" } })
+              const padded = event.replace("\"blob\":\"\"", `"blob":"${"z".repeat(Math.max(0, size - event.length))}"`)
+              const text = path === "/publish" ? padded : `[${padded}]`
+              const res = await rawExchange(url, { path, body: Buffer.from(text), chunked, expectContinue })
+              expect([size, chunked, expectContinue, res.status]).toEqual([size, chunked, expectContinue, 413])
+              expect(res.body.error).toBe("payload_too_large")
+              // refused from its declared length, before any 100 Continue
+              if (expectContinue && !chunked) expect(res.interim).toEqual([])
+              expect(await Effect.runPromise(storedCount(databaseUrl, topic))).toBe(0)
+            }
+          ),
+          40
         )
       }), 120_000)
 
     it.effect("however many live-tail clients arrive at once, exactly STREAM_MAX_CLIENTS are served and the rest get a 429", () =>
       Effect.gen(function*() {
-        const { url } = yield* TestAggregator
-        yield* Effect.promise(() => waitFor(`${url}/ready`))
-        yield* Effect.promise(() =>
-          fc.assert(
-            fc.asyncProperty(fc.integer({ min: 1, max: 4 * MAX_STREAMS }), fc.constantFrom(undefined, "a", "b"), async (n, topic) => {
-              const controllers = Array.from({ length: n }, () => new AbortController())
-              const answers = await Promise.all(controllers.map((c) => fetch(`${url}/events/stream${topic ? `?topic=${topic}` : ""}`, { signal: c.signal })))
-              const served = answers.filter((r) => r.status === 200)
-              const refused = answers.filter((r) => r.status === 429)
-              expect([served.length, refused.length]).toEqual([Math.min(n, MAX_STREAMS), Math.max(0, n - MAX_STREAMS)])
-              for (const r of refused) {
-                expect(r.headers.get("retry-after")).toMatch(/^\d+$/)
-                expect((await r.json() as any).error).toBe("overloaded")
-              }
-              expect((await fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)).stream_clients).toBe(served.length)
-              controllers.forEach((c) => c.abort())
-              await until("every client unsubscribed", async () => (await fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)).stream_clients === 0)
-            }),
-            { numRuns: 15 }
-          )
+        const { url } = yield* ready
+        yield* holds(
+          fc.asyncProperty(fc.integer({ min: 1, max: 4 * MAX_STREAMS }), fc.constantFrom(undefined, "a", "b"), async (n, topic) => {
+            const controllers = Array.from({ length: n }, () => new AbortController())
+            const answers = await Promise.all(controllers.map((c) => fetch(`${url}/events/stream${topic ? `?topic=${topic}` : ""}`, { signal: c.signal })))
+            const served = answers.filter((r) => r.status === 200)
+            const refused = answers.filter((r) => r.status === 429)
+            expect([served.length, refused.length]).toEqual([Math.min(n, MAX_STREAMS), Math.max(0, n - MAX_STREAMS)])
+            for (const r of refused) {
+              expect(r.headers.get("retry-after")).toMatch(/^\d+$/)
+              expect((await r.json() as any).error).toBe("overloaded")
+            }
+            expect((await fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)).stream_clients).toBe(served.length)
+            controllers.forEach((c) => c.abort())
+            await until("every client unsubscribed", async () => (await fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)).stream_clients === 0)
+          }),
+          15
         )
       }), 120_000)
   })
