@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // node bench/hostile.mjs tail|listing [--dist dist/aggregator]: the read side under hostile load (issue 15).
 //   tail:    8 batches of 1,000 events (600-byte payloads) with 0 and with TAIL_CLIENTS (300) live-tail
-//            clients reading; time to store them, GET / latency meanwhile, announcements failed.
+//            clients reading; time to store them, GET / latency meanwhile, announcements failed, and
+//            when every reader had every event.
 //   listing: 1,000 events of 65,000-byte payloads in one topic, then 4 clients fetching
 //            GET /events?topic=…&limit=1000 over and over; GET / latency meanwhile, peak RSS.
 //            PROBE_APART=1 probes GET / from a child process, so the latency is not this process's own
 //            event loop reading the listings.
+// AGGREGATOR_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p" passes node flags to the aggregator (e.g. to profile it).
 // Runs the built aggregator against the local PostgreSQL (BENCH_DATABASE_URL) on a fresh database it drops.
 import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
@@ -49,7 +51,8 @@ const start = async (extraEnv = {}) => {
   const u = new URL(adminUrl)
   u.pathname = `/${name}`
   const port = await freePort()
-  const child = spawn(process.execPath, [dist], {
+  const nodeArgs = (env.AGGREGATOR_NODE_ARGS ?? "").split(" ").filter((a) => a !== "")
+  const child = spawn(process.execPath, [...nodeArgs, dist], {
     env: { ...env, DATABASE_URL: u.toString(), PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Warn", ...extraEnv },
     stdio: ["ignore", "ignore", "inherit"]
   })
@@ -125,25 +128,42 @@ if (mode === "probe") {
   const [port, n] = [Number(process.argv[3]), Number(process.argv[4])]
   let bytes = 0
   let refused = 0
+  let frames = 0
+  const marker = Buffer.from("\ndata: ")
   for (let i = 0; i < n; i++) {
     const s = net.connect(port, "127.0.0.1", () => s.write("GET /events/stream HTTP/1.1\r\nHost: b\r\n\r\n"))
     let first = true
+    let tail = Buffer.alloc(0)
     s.on("data", (d) => {
       if (first && !d.toString("latin1", 0, 12).includes(" 200")) refused++
       first = false
       bytes += d.length
+      // each event's frame has one "\ndata: ", which may straddle two reads
+      // (the tail keeps one byte less than the marker, so a marker counted whole is not counted again)
+      const seam = Buffer.concat([tail, d.subarray(0, marker.length - 1)])
+      if (seam.indexOf(marker) >= 0) frames++
+      for (let at = d.indexOf(marker); at >= 0; at = d.indexOf(marker, at + 1)) frames++
+      tail = Buffer.from(d.subarray(Math.max(0, d.length - (marker.length - 1))))
     })
     s.on("error", () => {})
   }
-  setInterval(() => process.stdout.write(JSON.stringify({ bytes, refused }) + "\n"), 500)
+  setInterval(() => process.stdout.write(JSON.stringify({ bytes, refused, frames }) + "\n"), 100)
 } else if (mode === "tail") {
   const clients = Number(env.TAIL_CLIENTS ?? 300)
   const payload = { text: "x".repeat(588) }
   const runOnce = async (readers) => {
     const agg = await start()
     let reader
+    let received = { frames: 0 }
     if (readers > 0) {
       reader = spawn(process.execPath, [process.argv[1], "readers", new URL(agg.url).port, String(readers)], { stdio: ["ignore", "pipe", "inherit"] })
+      reader.stdout.setEncoding("utf8")
+      let partial = ""
+      reader.stdout.on("data", (d) => {
+        const lines = (partial + d).split("\n")
+        partial = lines.pop()
+        if (lines.length > 0) received = JSON.parse(lines[lines.length - 1])
+      })
       for (;;) {
         const s = await fetch(`${agg.url}/stats`).then((r) => r.json())
         if (s.stream_clients >= readers) break
@@ -171,17 +191,31 @@ if (mode === "probe") {
     const seconds = (performance.now() - t0) / 1000
     const cpu = cpuSeconds(agg.pid) - cpu0
     const latency = await stop()
+    // until every reader has every event (or 60 s): the fan-out may go on after the last batch is stored
+    while (readers > 0 && received.frames < readers * 8000 && performance.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 20))
+    const delivered = (performance.now() - t0) / 1000
+    const cpuDelivered = cpuSeconds(agg.pid) - cpu0
     await new Promise((r) => setTimeout(r, 1000))
     const stats = await fetch(`${agg.url}/stats`).then((r) => r.json())
     reader?.kill()
     await agg.stop()
-    const line = `${readers} readers: 8,000 events in ${seconds.toFixed(2)} s; aggregator CPU ${(cpu * 1e6 / 8000).toFixed(0)} µs/event; ${fmtLat(latency)}; announcements ${JSON.stringify(stats.announcements)}; stream_clients ${stats.stream_clients}`
+    const deliveredText = readers > 0
+      ? `; ${received.frames.toLocaleString("en")} of ${(readers * 8000).toLocaleString("en")} frames delivered in ${delivered.toFixed(2)} s (CPU ${(cpuDelivered * 1e6 / 8000).toFixed(0)} µs/event until then)`
+      : ""
+    const line = `${readers} readers: 8,000 events in ${seconds.toFixed(2)} s; aggregator CPU ${(cpu * 1e6 / 8000).toFixed(0)} µs/event; ${fmtLat(latency)}; announcements ${JSON.stringify(stats.announcements)}; stream_clients ${stats.stream_clients}${deliveredText}`
     say(line)
-    return { readers, seconds, latency, stats }
+    return { readers, seconds, latency, stats, delivered, frames: received.frames }
   }
   const none = await runOnce(0)
   const many = await runOnce(clients)
-  console.log(JSON.stringify({ none: none.seconds, many: many.seconds, ratio: many.seconds / none.seconds, failed: many.stats.announcements.failed }))
+  console.log(JSON.stringify({
+    none: none.seconds,
+    many: many.seconds,
+    ratio: many.seconds / none.seconds,
+    failed: many.stats.announcements.failed,
+    delivered: many.delivered,
+    frames: many.frames
+  }))
 } else if (mode === "listing") {
   const agg = await start(env.LISTING_ENV ? JSON.parse(env.LISTING_ENV) : {})
   const topic = "big"

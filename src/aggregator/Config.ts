@@ -3,6 +3,7 @@ import * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { fileURLToPath } from "node:url"
@@ -32,6 +33,34 @@ const optionalDuration = (name: string) =>
       return duration === undefined
         ? Either.left(ConfigError.InvalidData([name], `${name} must be a positive duration such as 30d, 12h, 15m or 90s, got '${text}'`))
         : Either.right(Option.some(duration))
+    })
+  )
+
+const logLevels = new Map<string, LogLevel.LogLevel>([
+  ["all", LogLevel.All],
+  ["trace", LogLevel.Trace],
+  ["debug", LogLevel.Debug],
+  ["info", LogLevel.Info],
+  ["warn", LogLevel.Warning],
+  ["warning", LogLevel.Warning],
+  ["error", LogLevel.Error],
+  ["fatal", LogLevel.Fatal],
+  ["critical", LogLevel.Fatal],
+  ["off", LogLevel.None],
+  ["none", LogLevel.None]
+])
+
+/**
+ * A log level as people write it, in any case: `warning` and `warn` (Python's and Effect's), `info`, `Debug`,
+ * `ERROR`, `critical` as `fatal`, `off` or `none`, `all`.
+ */
+export const logLevel = (name: string) =>
+  Config.string(name).pipe(
+    Config.mapOrFail((text) => {
+      const level = logLevels.get(text.trim().toLowerCase())
+      return level === undefined
+        ? Either.left(ConfigError.InvalidData([], `${name} must be one of ${[...logLevels.keys()].join(", ")} (any case), not ${JSON.stringify(text)}`))
+        : Either.right(level)
     })
   )
 

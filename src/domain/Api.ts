@@ -6,6 +6,7 @@ import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import * as OpenApi from "@effect/platform/OpenApi"
 import * as Schema from "effect/Schema"
+import { VERSION } from "./Version.js"
 import {
   MethodNotAllowed,
   NotFound,
@@ -278,7 +279,7 @@ export class AggregatorApi extends HttpApi.make("aggregator")
   .addError(MethodNotAllowed)
   .annotateContext(OpenApi.annotations({
     title: "log-aggregator",
-    version: "0.1.0",
+    version: VERSION,
     description: "Idempotent event ingestion: every (topic, event_id) is stored exactly once.",
     transform: documentResponses
   }))

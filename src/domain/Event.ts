@@ -1,4 +1,5 @@
 import * as Schema from "effect/Schema"
+import { VERSION } from "./Version.js"
 
 const codePoints = (s: string): number => {
   let n = 0
@@ -351,7 +352,7 @@ export const Alive = Schema.Struct({
 }).annotations({
   identifier: "Alive",
   description: "The process is up (whether or not the database is)",
-  examples: [{ status: "alive", service: "aggregator", version: "0.1.0", uptime_seconds: 12.5 }]
+  examples: [{ status: "alive", service: "aggregator", version: VERSION, uptime_seconds: 12.5 }]
 })
 
 export const Ready = Schema.Struct({

@@ -17,18 +17,9 @@ import { startProgress } from "./Progress.js"
 import { checkReportTarget, writeReport } from "./Report.js"
 import { type AttemptFailure, defaultBackoff, describeFailure, type RetryOptions, withRetries } from "./Retry.js"
 import { SendLoop } from "./SendLoop.js"
-import {
-  type Counts,
-  countersOf,
-  formatSummary,
-  type Observation,
-  sameJson,
-  type ServerCounters,
-  statsShort,
-  succeeded,
-  type Summary,
-  verify
-} from "./Summary.js"
+import { formatSummary } from "./Render.js"
+import { type Counts, succeeded, Summary } from "./Summary.js"
+import { countersOf, type Observation, sameJson, type ServerCounters, statsShort, verify } from "./Verify.js"
 import { Tally } from "./Tally.js"
 import { targetOf } from "./Wire.js"
 import { sample, Workload } from "./Workload.js"
@@ -254,7 +245,7 @@ const program = Effect.gen(function*() {
     wrapup_cpu_seconds: Math.round((cpuNow() - sent.lastCpu) / 1000) / 1000
   }
   const ok = succeeded(summary)
-  yield* Console.log(settings.json ? JSON.stringify({ ok, ...summary }, null, 2) : formatSummary(summary))
+  yield* Console.log(settings.json ? JSON.stringify({ ok, ...Schema.encodeSync(Summary)(summary) }, null, 2) : formatSummary(summary))
   // written whether or not the run verified; a run that failed reports that failure, not the report's
   const reported = Option.isSome(settings.report)
     ? yield* Effect.either(writeReport(settings.report.value, summary))
@@ -270,10 +261,7 @@ const program = Effect.gen(function*() {
   if (Either.isLeft(reported)) return yield* reported.left
 })
 
-/**
- * One publisher run with the given settings. Spans are off: nothing exports them, and creating one per
- * request took about a quarter of the publisher's CPU (measured against a no-op server).
- */
+/** One publisher run with the given settings. Spans are off: nothing exports them, and they cost (BENCHMARKS.md). */
 export const publish = (settings: Settings) =>
   program.pipe(
     Effect.withTracerEnabled(false),

@@ -1,5 +1,6 @@
 import type { AttemptFailure } from "./Retry.js"
-import { type Counts, type Latency, LatencyRecorder } from "./Summary.js"
+import { LatencyRecorder } from "./Latency.js"
+import type { Counts, Latency } from "./Summary.js"
 
 /** What made an attempt worth repeating, as counted in the summary: the HTTP status, or the transport's failure. */
 export const retryCause = (failure: AttemptFailure): string =>

@@ -35,13 +35,6 @@ export interface WorkloadOptions {
   readonly topics: number
 }
 
-export interface WorkItem {
-  /** Index of the distinct event (key); a duplicate shares it with its original. */
-  readonly key: number
-  readonly duplicate: boolean
-  readonly event: EventInput
-}
-
 /** The event-id prefix of a seed: the same seed names the same keys, so a re-run is all duplicates. */
 export const runIdOf = (seed: number): string => `pub-${seed}`
 
@@ -171,25 +164,6 @@ export class Cursor {
     }
     this.#originalsLeft--
     return this.#originals++
-  }
-}
-
-/** Every send of a workload with its event, in order: for tests and small runs (it holds them all). */
-export const generateWorkload = (options: WorkloadOptions) => {
-  const workload = new Workload(options)
-  const cursor = workload.cursor()
-  const originals: Array<EventInput> = []
-  const items: Array<WorkItem> = []
-  for (let key = cursor.next(); key !== -1; key = cursor.next()) {
-    if (!cursor.duplicate) originals.push(workload.event(key))
-    items.push({ key, duplicate: cursor.duplicate, event: originals[key] })
-  }
-  return {
-    runId: workload.runId,
-    distinctKeys: workload.distinctKeys,
-    duplicateSends: workload.duplicateSends,
-    originals,
-    items
   }
 }
 

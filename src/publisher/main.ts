@@ -7,6 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { makeCommand } from "./Cli.js"
 import { ReportFailed, reportFromJson } from "./Report.js"
+import { VERSION } from "../domain/Version.js"
 import { PublishFailed, publish } from "./Run.js"
 
 const cli = Command.run(
@@ -16,7 +17,7 @@ const cli = Command.run(
       onSome: (file) => reportFromJson(file, settings)
     })
   ),
-  { name: "publisher", version: "0.1.0" }
+  { name: "publisher", version: VERSION }
 )
 
 // @effect/cli prints its own usage errors; a PublishFailed follows a printed summary.

@@ -1,6 +1,6 @@
 import { Command } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
-import { Config, ConfigProvider, Effect, LogLevel, Option, Redacted } from "effect"
+import { ConfigProvider, Effect, LogLevel, Option, Redacted } from "effect"
 import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
@@ -8,7 +8,7 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { parse, parseDocument } from "yaml"
-import { AggregatorConfig } from "../../src/aggregator/Config.js"
+import { AggregatorConfig, logLevel } from "../../src/aggregator/Config.js"
 import { makeCommand, type Settings } from "../../src/publisher/Cli.js"
 import { freePort } from "../support/live.js"
 import { spawnAggregator, waitFor } from "../support/aggregator.js"
@@ -331,7 +331,7 @@ describe("docker-compose.yml", () => {
 
   it("gives the aggregator values its configuration accepts", async () => {
     const env = environmentOf(service("aggregator"))
-    const load = Effect.all([AggregatorConfig, Config.logLevel("LOG_LEVEL")]).pipe(
+    const load = Effect.all([AggregatorConfig, logLevel("LOG_LEVEL")]).pipe(
       Effect.provide(AggregatorConfig.Default),
       Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
     )

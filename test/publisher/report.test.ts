@@ -1,13 +1,15 @@
 import { afterAll, describe, expect, it, layer } from "@effect/vitest"
-import { Effect, FastCheck as fc } from "effect"
+import { Effect, FastCheck as fc, Schema } from "effect"
 import * as fs from "node:fs"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { renderReport, type ReportInput } from "../../src/publisher/Report.js"
+import { renderReport } from "../../src/publisher/Render.js"
+import { Summary } from "../../src/publisher/Summary.js"
 import { sampleStats } from "../support/stats.js"
-import { bucketIndex, histogramOf, LATENCY_BUCKETS_MS, latencyOf } from "../../src/publisher/Summary.js"
+import { bucketIndex, LATENCY_BUCKETS_MS } from "../../src/publisher/Latency.js"
+import { histogramOf, latencyOf } from "../support/latency.js"
 import { aggregatorLayer, TestAggregator } from "../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../support/backends.js"
 import { runPublisher } from "../support/publisher.js"
@@ -101,7 +103,7 @@ describe("latency histogram", () => {
 const hostile = "<script>alert('x')</script>"
 
 /** A summary with user-controlled and server-controlled strings made hostile, everything else from `s`. */
-const poisoned = (s: ReportInput): ReportInput => ({
+const poisoned = (s: Summary): Summary => ({
   ...s,
   url: `http://example.test/${hostile}?a=1&b="2"`,
   run_id: `pub-<b>1</b>`,
@@ -297,21 +299,22 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
       expect(rendered.stderr).toContain(`report written to ${again}`)
       expect(fs.readFileSync(again, "utf8")).toBe(html)
 
-      // the server's counters are on the page; a summary saved before they were still renders, without them
+      // the server's counters are on the page
       const added = summary.verification.server_stats.added
       expect(figure(html, "stats_processed")).toBe(added.unique_processed)
       expect(figure(html, "stats_received")).toBe(added.received)
       expect(added.unique_processed).toBe(summary.verification.new_keys)
+      // --json is the Summary schema encoded (with `ok` beside it): it decodes back to every field printed
+      const { ok: _ok, ...printed } = summary
+      expect(Schema.decodeUnknownSync(Summary)(printed)).toEqual(printed)
+      // a summary without fields every summary has now (as the 0.1.0 tool saved them) is refused, naming them
       const older = path.join(dir, "older.json")
       const { server_stats: _stats, ...olderVerification } = summary.verification
-      fs.writeFileSync(older, JSON.stringify({
-        ...summary,
-        verification: { ...olderVerification, checks: olderVerification.checks.map(({ skipped: _s, ...c }: any) => c) }
-      }))
-      const olderReport = path.join(dir, "older.html")
-      const fromOlder = yield* Effect.promise(() => runPublisher(["--from-json", older, "--report", olderReport]))
-      expect(fromOlder.code, fromOlder.stderr).toBe(0)
-      expect(fs.readFileSync(olderReport, "utf8")).not.toContain(`data-figure="stats_processed"`)
+      fs.writeFileSync(older, JSON.stringify({ ...summary, verification: olderVerification }))
+      const fromOlder = yield* Effect.promise(() => runPublisher(["--from-json", older, "--report", path.join(dir, "older.html")]))
+      expect(fromOlder.code).not.toBe(0)
+      expect(fromOlder.stderr).toContain("is not a publisher summary")
+      expect(fromOlder.stderr).toContain("verification.server_stats")
 
       // checks skipped because the server restarted: marked SKIPPED, and the run still passes
       const restarted = "server restarted during the run (started 2025-01-31T12:00:00.000Z, then 2025-01-31T12:05:00.000Z)"

@@ -5,19 +5,12 @@ import { Effect, FastCheck as fc, Schema } from "effect"
 import { EventInput } from "../../src/domain/Event.js"
 import { progressBar, progressLine } from "../../src/publisher/Progress.js"
 import { classify, parseRetryAfter, retryDelay, defaultBackoff, type AttemptFailure } from "../../src/publisher/Retry.js"
-import {
-  type Counts,
-  formatSummary,
-  type Observation,
-  percentile,
-  sameJson,
-  type ServerCounters,
-  type StatsAdded,
-  statsShort,
-  type Summary,
-  verify
-} from "../../src/publisher/Summary.js"
-import { duplicateCount, generateWorkload, sample } from "../../src/publisher/Workload.js"
+import { percentile } from "../../src/publisher/Latency.js"
+import { formatSummary } from "../../src/publisher/Render.js"
+import type { Counts, StatsAdded, Summary } from "../../src/publisher/Summary.js"
+import { type Observation, sameJson, type ServerCounters, statsShort, verify } from "../../src/publisher/Verify.js"
+import { duplicateCount, sample } from "../../src/publisher/Workload.js"
+import { generateWorkload } from "../support/workload.js"
 import { aggregatorLayer, TestAggregator } from "../support/aggregator.js"
 import { query } from "../support/database.js"
 

@@ -3,10 +3,12 @@ import { FastCheck as fc } from "effect"
 import * as net from "node:net"
 import { afterAll } from "vitest"
 import { countBatchAnswer, readBatchAnswer, readPublishAnswer } from "../../src/publisher/SendLoop.js"
-import { histogramOf, LatencyRecorder, percentile } from "../../src/publisher/Summary.js"
+import { LatencyRecorder, percentile } from "../../src/publisher/Latency.js"
+import { histogramOf } from "../support/latency.js"
 import { Tally } from "../../src/publisher/Tally.js"
 import { type Answer, Connection, RequestBuffer, targetOf, type WireFailure } from "../../src/publisher/Wire.js"
-import { generateWorkload, Workload } from "../../src/publisher/Workload.js"
+import { Workload } from "../../src/publisher/Workload.js"
+import { generateWorkload } from "../support/workload.js"
 
 const servers: Array<net.Server> = []
 afterAll(async () => {

@@ -73,12 +73,7 @@ export const EventsLive = HttpApiBuilder.group(AggregatorApi, "events", (handler
           )))
       .handleRaw("topics", () =>
         Effect.map(store.topicsJson, (json) => HttpServerResponse.text(json, { contentType: "application/json" })))
-      .handleRaw("stream", ({ request, urlParams }) =>
-        Effect.map(live.frames(urlParams.topic, NodeHttpServerRequest.toServerResponse(request)), (frames) =>
-          HttpServerResponse.stream(frames, {
-            contentType: "text/event-stream",
-            headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
-          })))
+      .handleRaw("stream", ({ request, urlParams }) => live.respond(request, urlParams.topic))
       .handle("get", ({ path }) =>
         Effect.flatMap(store.get(path.topic, path.event_id), (event) =>
           event === undefined

@@ -2,13 +2,12 @@ import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { AggregatorApi } from "../../domain/Api.js"
+import { VERSION } from "../../domain/Version.js"
 import { Stats } from "../ingest/Stats.js"
 import { Broker } from "../live/Broker.js"
 import { Database } from "../storage/Database.js"
 import { Retention } from "../storage/Retention.js"
 import { EventStore } from "../storage/EventStore.js"
-
-export const VERSION = "0.1.0"
 
 export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handlers) =>
   Effect.gen(function*() {

@@ -58,6 +58,3 @@ export const scanJson = (text: string): JsonScan => {
   }
   return { duplicate: undefined, depth }
 }
-
-/** The first key that appears twice in one JSON object of `text`, or undefined. */
-export const duplicateKey = (text: string): string | undefined => scanJson(text).duplicate

@@ -13,8 +13,7 @@ import * as MetricState from "effect/MetricState"
  * (result, route as declared, status code, pool state) — never a topic, an event id or anything a client chooses.
  *
  * Labelled series are made from tagged metric keys (`labelled`), not with `Metric.tagged`: a tagged metric
- * builds and hashes a new key on every update (it showed in a CPU profile of `GET /`), while a metric made
- * from a key finds its registry entry once.
+ * builds and hashes a new key on every update, while a metric made from a key finds its registry entry once.
  */
 
 const labelled = <Type extends MetricKeyType.MetricKeyType<any, any>>(

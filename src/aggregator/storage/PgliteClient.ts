@@ -28,8 +28,6 @@ export interface PgliteClientOptions {
   readonly sharedBuffers?: string | undefined
   /** Compile PGlite's WebAssembly with V8's baseline compiler only (default true); see `open`. */
   readonly liftoffOnly?: boolean | undefined
-  /** Tests only: drop the single-connection lock to show what it prevents. */
-  readonly unsafeNoLock?: boolean
 }
 
 type Transform = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
@@ -105,9 +103,8 @@ const open = (options: PgliteClientOptions) =>
           Fs.mkdirSync(Path.dirname(Path.resolve(dir)), { recursive: true })
           seed(dir, options.template)
         }
-        // V8 tiers hot WebAssembly functions up with its optimising compiler in background threads; PostgreSQL's
-        // are many and large, and here that compiling cost more CPU and 60 MiB more memory than it ever won back
-        // (measured over 80,000 rows). The flag is read when a module is compiled, and PGlite is the only one.
+        // V8's optimising tier costs PGlite more CPU and memory than it wins back (BENCHMARKS.md). The flag is
+        // read when a module is compiled, and PGlite is the only one.
         if (options.liftoffOnly ?? true) V8.setFlagsFromString("--liftoff-only")
         return PGlite.create(options.dataDir, {
           parsers,
@@ -156,14 +153,12 @@ const makeWithUsage = (options: PgliteClientOptions) =>
     const release = Effect.zipRight(Effect.sync(() => held--), lock.release(1))
 
     const unlocked = makeConnection(db, (statement) => statement)
-    const locked = options.unsafeNoLock
-      ? unlocked
-      : makeConnection(db, (statement) =>
-        // waits for the lock interruptibly (a timed-out ping gives up its place), as withPermits does
-        lock.withPermits(1)(
-          Effect.acquireUseRelease(Effect.sync(() => held++), () => statement, () => Effect.sync(() => held--))
-        ))
-    const holdLock = options.unsafeNoLock ? Effect.void : Effect.acquireRelease(take, () => release)
+    const locked = makeConnection(db, (statement) =>
+      // waits for the lock interruptibly (a timed-out ping gives up its place), as withPermits does
+      lock.withPermits(1)(
+        Effect.acquireUseRelease(Effect.sync(() => held++), () => statement, () => Effect.sync(() => held--))
+      ))
+    const holdLock = Effect.acquireRelease(take, () => release)
 
     const client = yield* SqlClient.make({
       acquirer: Effect.succeed(locked),

@@ -1,6 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
-import { duplicateKey } from "../../../src/aggregator/ingest/JsonKeys.js"
+import { scanJson } from "../../../src/aggregator/ingest/JsonKeys.js"
+
+/** The first key that appears twice in one JSON object of `text`, or undefined. */
+const duplicateKey = (text: string): string | undefined => scanJson(text).duplicate
 
 const tricky = fc.constantFrom("a", "{", "}", "[", "]", ",", ":", "\"", "\\", "é", "🚀", "\u0001", "a\"b", "x\\\"y")
 const key = fc.oneof(fc.string({ maxLength: 6 }), tricky)

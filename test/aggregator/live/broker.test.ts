@@ -1,11 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Either, Exit, FastCheck as fc, Fiber, Layer, Queue, Scope, Stream } from "effect"
+import { ConfigProvider, Effect, Either, FastCheck as fc, Layer, Stream } from "effect"
 import * as net from "node:net"
 import { afterAll, beforeAll, describe as plainDescribe, expect as plainExpect, it as plainIt } from "vitest"
 import { Batcher } from "../../../src/aggregator/ingest/Batcher.js"
-import { Broker, type Piece, sseFrame } from "../../../src/aggregator/live/Broker.js"
+import { Broker } from "../../../src/aggregator/live/Broker.js"
 import { AggregatorConfig } from "../../../src/aggregator/Config.js"
 import { eventKey, EventStore, type NewEvent } from "../../../src/aggregator/storage/EventStore.js"
+import { sseFrame, type Tail } from "../../../src/aggregator/live/StreamHub.js"
 import { Overloaded, StorageUnavailable } from "../../../src/domain/Errors.js"
 import type { StoredEvent } from "../../../src/domain/Event.js"
 import { postJson, type Spawned, spawnAggregator, waitFor } from "../../support/aggregator.js"
@@ -69,6 +70,21 @@ const stored = (topic: string, i: number): StoredEvent => ({
   received_at: "2025-01-01T00:00:00Z"
 })
 
+/** What a live-tail body hands its writer, chunk by chunk, from now on (the body is read as the server reads it). */
+const reading = (tail: Tail) => {
+  const chunks: Array<Buffer> = []
+  tail.on("data", (chunk: Buffer) => chunks.push(chunk))
+  return chunks
+}
+
+/** The events in Server-Sent Events text, in order. */
+const eventsIn = (chunks: ReadonlyArray<Buffer>): Array<StoredEvent> =>
+  Buffer.concat(chunks).toString().split("\n\n").flatMap((frame) =>
+    frame.split("\n").filter((line) => line.startsWith("data: ")).map((line) => JSON.parse(line.slice(6)) as StoredEvent)
+  )
+
+const closed = (tail: Tail) => Effect.async<void>((resume) => void tail.once("close", () => resume(Effect.void)))
+
 const configLayer = (env: Record<string, string>) =>
   AggregatorConfig.Default.pipe(Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))))
 
@@ -86,7 +102,7 @@ describe("announcing and fanning out (in-process broker)", () => {
       return Effect.gen(function*() {
         const broker = yield* Broker
         const batcher = yield* Batcher
-        const tail = yield* broker.subscribe(undefined)
+        const tail = reading(yield* broker.subscribe(undefined))
         const answers = yield* Effect.forEach(subs, (keys) => Effect.either(batcher.submit(keys.map(ev))), {
           concurrency: "unbounded"
         })
@@ -102,7 +118,7 @@ describe("announcing and fanning out (in-process broker)", () => {
         while ((yield* broker.announcements).published < store.stored.size) yield* Effect.sleep("1 millis")
         // anything announced by mistake would sit in the queue among the expected ones
         yield* Effect.sleep("5 millis")
-        const announced = [...(yield* Queue.takeAll(tail.queue))].flatMap((piece) => piece.events).map(keyOf)
+        const announced = eventsIn(tail).map(keyOf)
         // exactly what committed, each once (a submission split at the cap may have committed in part)
         expect(announced.sort()).toEqual([...store.stored].sort())
         expect(new Set(announced)).toEqual(new Set([...reportedNew, ...announced]))
@@ -122,26 +138,20 @@ describe("announcing and fanning out (in-process broker)", () => {
   it.live("a subscriber that falls too far behind is cut off (its stream ends); one that keeps up is not", () =>
     Effect.gen(function*() {
       const broker = yield* Broker
+      // never read: what is announced waits for it
       const slow = yield* broker.subscribe(undefined)
-      const other = yield* broker.subscribe("other")
-      const received: Array<string> = []
-      const reader = yield* Stream.fromQueue(other.queue).pipe(
-        Stream.runForEach((piece) => Effect.sync(() => received.push(...piece.events.map((e) => e.event_id)))),
-        Effect.fork
-      )
+      const other = reading(yield* broker.subscribe("other"))
       // 4 fit the slow one's buffer (STREAM_CLIENT_BUFFER_EVENTS=4); the 5th cuts it off
       yield* broker.announce(Array.from({ length: 4 }, (_, i) => stored("t", i)))
       while ((yield* broker.announcements).published < 4) yield* Effect.sleep("1 millis")
       yield* Effect.sleep("5 millis")
-      expect(yield* Queue.isShutdown(slow.queue)).toBe(false)
+      expect(slow.destroyed).toBe(false)
       expect(yield* broker.streamClients).toBe(2)
       yield* broker.announce([stored("t", 4), stored("other", 5), stored("other", 6)])
-      const ended = yield* Stream.fromQueue(slow.queue).pipe(Stream.runCollect, Effect.timeout("10 seconds"))
-      expect([...ended].flatMap((piece) => piece.events).length).toBeLessThanOrEqual(4)
-      expect(yield* Queue.isShutdown(slow.queue)).toBe(true)
-      while (received.length < 2) yield* Effect.sleep("1 millis")
-      expect(received).toEqual(["e5", "e6"])
-      yield* Fiber.interrupt(reader)
+      while ((yield* broker.streamClients) > 1) yield* Effect.sleep("1 millis")
+      expect(slow.destroyed).toBe(true)
+      while (eventsIn(other).length < 2) yield* Effect.sleep("1 millis")
+      expect(eventsIn(other).map((e) => e.event_id)).toEqual(["e5", "e6"])
     }).pipe(
       Effect.scoped,
       Effect.provide(Broker.Default.pipe(Layer.provide(configLayer({ STREAM_CLIENT_BUFFER_EVENTS: "4" }))))
@@ -150,18 +160,46 @@ describe("announcing and fanning out (in-process broker)", () => {
   it.live("each batch is encoded once for all clients of an audience, frame by frame as the stream sends it", () =>
     Effect.gen(function*() {
       const broker = yield* Broker
-      const everything = yield* Effect.all(Array.from({ length: 3 }, () => broker.subscribe(undefined)))
-      const onlyA = yield* Effect.all(Array.from({ length: 2 }, () => broker.subscribe("a")))
+      const everything = yield* Effect.all(Array.from({ length: 3 }, () => Effect.map(broker.subscribe(undefined), reading)))
+      const onlyA = yield* Effect.all(Array.from({ length: 2 }, () => Effect.map(broker.subscribe("a"), reading)))
       const events = [stored("a", 1), stored("b", 2), stored("a", 3)]
       yield* broker.announce(events)
-      const first = (tail: { queue: Queue.Dequeue<Piece> }) => Queue.take(tail.queue)
-      const all = yield* Effect.forEach(everything, first)
-      const a = yield* Effect.forEach(onlyA, first)
+      // the subscription line, then the batch
+      while ([...everything, ...onlyA].some((chunks) => chunks.length < 2)) yield* Effect.sleep("1 millis")
+      const all = everything.map((chunks) => chunks[1])
+      const a = onlyA.map((chunks) => chunks[1])
       // the very same bytes for every client of one audience: encoded once, not once a client
-      expect(all.every((p) => p.bytes === all[0].bytes)).toBe(true)
-      expect(a.every((p) => p.bytes === a[0].bytes)).toBe(true)
-      expect(Buffer.from(all[0].bytes).toString()).toBe(events.map(sseFrame).join(""))
-      expect(Buffer.from(a[0].bytes).toString()).toBe([events[0], events[2]].map(sseFrame).join(""))
+      expect(all.every((bytes) => bytes === all[0])).toBe(true)
+      expect(a.every((bytes) => bytes === a[0])).toBe(true)
+      expect(all[0].toString()).toBe(events.map(sseFrame).join(""))
+      expect(a[0].toString()).toBe([events[0], events[2]].map(sseFrame).join(""))
+      expect(everything[0][0].toString()).toBe(": subscribed\n\n")
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Broker.Default.pipe(Layer.provide(configLayer({}))))
+    ))
+
+  it.live("a fan-out larger than a slice lets the event loop run between clients: ingestion is not held up by readers", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const clients = yield* Effect.all(Array.from({ length: 40 }, () => Effect.map(broker.subscribe(undefined), reading)))
+      // each has its subscription line, so its writer waits for more
+      while (clients.some((chunks) => chunks.length < 1)) yield* Effect.sleep("1 millis")
+      // 40 clients × 200 KB is 8 MB: several slices of 2 MiB
+      const big: StoredEvent = { ...stored("t", 1), payload: { blob: "x".repeat(200_000) } }
+      const served: Array<number> = []
+      let watching = true
+      const watch = () => {
+        served.push(clients.filter((chunks) => chunks.length >= 2).length)
+        if (watching) setImmediate(watch)
+      }
+      setImmediate(watch)
+      yield* broker.announce([big])
+      while (clients.some((chunks) => chunks.length < 2)) yield* Effect.sleep("1 millis")
+      watching = false
+      // the event loop ran while some clients had the event and others did not yet
+      expect(served.some((n) => n > 0 && n < clients.length)).toBe(true)
+      expect(clients.every((chunks) => eventsIn(chunks).length === 1)).toBe(true)
     }).pipe(
       Effect.scoped,
       Effect.provide(Broker.Default.pipe(Layer.provide(configLayer({}))))
@@ -170,13 +208,14 @@ describe("announcing and fanning out (in-process broker)", () => {
   it.live("past STREAM_MAX_CLIENTS a subscription fails with Overloaded; a freed slot is taken again", () =>
     Effect.gen(function*() {
       const broker = yield* Broker
-      const scope = yield* Scope.make()
-      yield* broker.subscribe(undefined).pipe(Scope.extend(scope))
+      const first = yield* broker.subscribe(undefined)
       yield* broker.subscribe("x")
       const refused = yield* Effect.flip(broker.subscribe(undefined))
       expect(refused).toBeInstanceOf(Overloaded)
       expect(yield* broker.streamClients).toBe(2)
-      yield* Scope.close(scope, Exit.void)
+      // the server destroys the body when its connection closes
+      first.destroy()
+      yield* closed(first)
       expect(yield* broker.streamClients).toBe(1)
       yield* broker.subscribe(undefined)
       expect(yield* broker.streamClients).toBe(2)
@@ -188,7 +227,7 @@ describe("announcing and fanning out (in-process broker)", () => {
   it.live("a full announcement buffer drops and counts what it drops: announcing never waits", () =>
     Effect.gen(function*() {
       const broker = yield* Broker
-      const tail = yield* broker.subscribe(undefined)
+      const tail = reading(yield* broker.subscribe(undefined))
       // one synchronous step: the sender cannot take any out in between
       yield* broker.announce(Array.from({ length: 10 }, (_, i) => stored("t", i)))
       let counts = yield* broker.announcements
@@ -199,7 +238,7 @@ describe("announcing and fanning out (in-process broker)", () => {
       expect(counts.published + counts.failed).toBe(10)
       expect(counts.failed).toBeGreaterThanOrEqual(7)
       yield* Effect.sleep("5 millis")
-      expect([...(yield* Queue.takeAll(tail.queue))].flatMap((piece) => piece.events).length).toBe(counts.published)
+      expect(eventsIn(tail).length).toBe(counts.published)
     }).pipe(
       Effect.scoped,
       Effect.provide(Broker.Default.pipe(Layer.provide(configLayer({ ANNOUNCE_BUFFER_EVENTS: "2" }))))
