@@ -11,7 +11,7 @@ import type { StoredEvent } from "../../../src/domain/Event.js"
 import { postJson, type Spawned, spawnAggregator, waitFor } from "../../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 import { freshDatabase } from "../../support/database.js"
-import { freePort, keyOf, sseClient, until } from "../../support/live.js"
+import { keyOf, sseClient, until } from "../../support/live.js"
 
 // Announcements and the live tail with the in-process broker (no REDIS_URL).
 
@@ -212,8 +212,8 @@ plainDescribe.skipIf(skipWithoutPostgres)(`live tail with the in-process broker$
   let agg: Spawned
   beforeAll(async () => {
     db = await freshDatabase("tail")
-    agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_HEARTBEAT_MS: "100", STREAM_MAX_CLIENTS: "2" }, await freePort())
-    await waitFor(`${agg.url}/ready`)
+    agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_HEARTBEAT_MS: "100", STREAM_MAX_CLIENTS: "2" })
+    await waitFor(`${await agg.listening}/ready`)
   })
   afterAll(async () => {
     agg?.child.kill("SIGTERM")
@@ -300,9 +300,9 @@ plainDescribe.skipIf(skipWithoutPostgres)(`shutdown with live-tail clients conne
   plainIt("SIGTERM ends every stream and the process exits cleanly without waiting for the shutdown timeout", async () => {
     const db = await freshDatabase("tailstop")
     // were the streams left open, draining would wait the full 10 minutes and this test would time out
-    const agg = spawnAggregator({ DATABASE_URL: db.url, SHUTDOWN_TIMEOUT_MS: "600000" }, await freePort())
+    const agg = spawnAggregator({ DATABASE_URL: db.url, SHUTDOWN_TIMEOUT_MS: "600000" })
     try {
-      await waitFor(`${agg.url}/ready`)
+      await waitFor(`${await agg.listening}/ready`)
       const clients = [sseClient(`${agg.url}/events/stream`), sseClient(`${agg.url}/events/stream?topic=x`)]
       await Promise.all(clients.map((c) => c.ready))
       agg.child.kill("SIGTERM")
@@ -357,9 +357,9 @@ const stalledClient = (url: string, path: string) =>
 plainDescribe.skipIf(skipWithoutPostgres)(`a live-tail client that stops reading${withoutPostgresNote}`, () => {
   plainIt("is disconnected and unsubscribed once it falls behind, while other clients keep streaming", async () => {
     const db = await freshDatabase("stall")
-    const agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_CLIENT_BUFFER_EVENTS: "16" }, await freePort())
+    const agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_CLIENT_BUFFER_EVENTS: "16" })
     try {
-      await waitFor(`${agg.url}/ready`)
+      await waitFor(`${await agg.listening}/ready`)
       const stalled = await stalledClient(agg.url, "/events/stream")
       const healthy = sseClient(`${agg.url}/events/stream?topic=small`)
       await healthy.ready
