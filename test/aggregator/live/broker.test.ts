@@ -8,7 +8,7 @@ import { AggregatorConfig } from "../../../src/aggregator/Config.js"
 import { eventKey, EventStore, type NewEvent } from "../../../src/aggregator/storage/EventStore.js"
 import { Overloaded, StorageUnavailable } from "../../../src/domain/Errors.js"
 import type { StoredEvent } from "../../../src/domain/Event.js"
-import { postJson, type Spawned, spawnAggregator, waitFor } from "../../support/aggregator.js"
+import { postJson, type Spawned, spawnAggregator, waitFor, withClient } from "../../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 import { freshDatabase } from "../../support/database.js"
 import { keyOf, sseClient, until } from "../../support/live.js"
@@ -205,7 +205,8 @@ describe("announcing and fanning out (in-process broker)", () => {
 // ---------------------------------------------------------------------------------------------
 
 const event = (topic: string, event_id: string) => ({ topic, event_id, timestamp: "2025-06-01T00:00:00Z", payload: { n: event_id } })
-const stats = (url: string) => fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)
+const stats = (url: string) => withClient(url, (client) => client.health.stats())
+const publish = (url: string, e: ReturnType<typeof event>) => withClient(url, (client) => client.events.publish({ payload: e }))
 
 plainDescribe.skipIf(skipWithoutPostgres)(`live tail with the in-process broker${withoutPostgresNote}`, () => {
   let db: Awaited<ReturnType<typeof freshDatabase>>
@@ -229,25 +230,21 @@ plainDescribe.skipIf(skipWithoutPostgres)(`live tail with the in-process broker$
     plainExpect(all.contentType).toMatch(/^text\/event-stream/)
     plainExpect((await stats(agg.url)).stream_clients).toBe(2)
 
-    plainExpect((await postJson(`${agg.url}/publish`, event("orders", "o1"))).status).toBe(201)
-    plainExpect((await postJson(`${agg.url}/publish`, event("orders", "o1"))).status).toBe(200)
-    plainExpect((await postJson(`${agg.url}/publish`, event("users", "u1"))).status).toBe(201)
-    const batch = await postJson(`${agg.url}/publish/batch`, [
-      event("orders", "o2"),
-      event("orders", "o2"),
-      event("orders", "o1"),
-      { topic: "orders" }
-    ]).then((r) => r.json() as Promise<any>)
+    plainExpect((await publish(agg.url, event("orders", "o1"))).status).toBe("processed")
+    plainExpect((await publish(agg.url, event("orders", "o1"))).status).toBe("dropped_duplicate")
+    plainExpect((await publish(agg.url, event("users", "u1"))).status).toBe("processed")
+    const batch = await withClient(agg.url, (client) =>
+      client.events.publishBatch({ payload: [event("orders", "o2"), event("orders", "o2"), event("orders", "o1"), { topic: "orders" }] }))
     plainExpect([batch.processed, batch.duplicates, batch.rejected]).toEqual([1, 2, 1])
     // announcements leave in order: once the last one is seen, a wrongly announced duplicate would have been too
-    plainExpect((await postJson(`${agg.url}/publish`, event("orders", "last"))).status).toBe(201)
+    plainExpect((await publish(agg.url, event("orders", "last"))).status).toBe("processed")
     await until("the last event on both streams", () =>
       all.events.some((e) => e.event_id === "last") && orders.events.some((e) => e.event_id === "last"))
 
     plainExpect(all.events.map((e) => `${e.topic}/${e.event_id}`)).toEqual(["orders/o1", "users/u1", "orders/o2", "orders/last"])
     plainExpect(orders.events.map((e) => e.event_id)).toEqual(["o1", "o2", "last"])
     // each frame is the stored event, as GET /events/:topic/:event_id returns it
-    const o1 = await fetch(`${agg.url}/events/orders/o1`).then((r) => r.json())
+    const o1 = await withClient(agg.url, (client) => client.events.get({ path: { topic: "orders", event_id: "o1" } }))
     plainExpect(all.events[0]).toEqual(o1)
     plainExpect(all.ids).toEqual(all.events.map((e) => String(e.seq)))
     await until("a heartbeat", () => all.comments >= 2)

@@ -4,7 +4,7 @@ import { spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { freePort, postJson, type Program, spawnProgram, startAggregator, withClient } from "../../support/aggregator.js"
+import { freePort, type Program, spawnProgram, startAggregator, withClient } from "../../support/aggregator.js"
 import { until } from "../../support/live.js"
 import { parseExposition, valueOf } from "../../support/prometheus.js"
 
@@ -30,12 +30,6 @@ afterAll(() => {
 
 /** Stops `p` with `signal` unless it has exited already; kills it outright if a test failed before that. */
 const stop = (p: Program, signal: NodeJS.Signals = "SIGTERM") => p.stop(signal)
-
-const json = async (url: string): Promise<any> => {
-  const res = await fetch(url)
-  expect(res.status, url).toBe(200)
-  return res.json()
-}
 
 /** The processes `pid` started that are still running (Linux: /proc). */
 const childrenOf = (pid: number): Array<number> =>
@@ -138,16 +132,11 @@ describe("embedded defaults (PGlite, in-process broker): no PostgreSQL or Redis 
     try {
       const clients = 32
       const each = 25
-      const statuses = await Promise.all(Array.from({ length: clients }, async (_, c) => {
-        const seen: Array<number> = []
-        for (let i = 0; i < each; i++) {
-          const res = await postJson(`${url}/publish`, event("gather", `c${c}-${i}`))
-          await res.arrayBuffer()
-          seen.push(res.status)
-        }
-        return seen
-      }))
-      expect(statuses.flat().filter((s) => s !== 201)).toEqual([])
+      const statuses = await withClient(url, (client) =>
+        Effect.forEach(Array.from({ length: clients }, (_, c) => c), (c) =>
+          Effect.forEach(Array.from({ length: each }, (_, i) => event("gather", `c${c}-${i}`)), (e) =>
+            Effect.map(client.events.publish({ payload: e }), (answer) => answer.status)), { concurrency: "unbounded" }))
+      expect(statuses.flat().filter((s) => s !== "processed")).toEqual([])
       const metrics = parseExposition(await (await fetch(`${url}/metrics`)).text())
       const events = valueOf(metrics, "aggregator_batch_size_events_sum")
       const commits = valueOf(metrics, "aggregator_batch_size_events_count")
@@ -177,8 +166,8 @@ describe("embedded defaults (PGlite, in-process broker): no PostgreSQL or Redis 
       expect(output).toMatch(new RegExp(`ok\\s+database rows added == new keys acknowledged as processed: ${distinct} rows added`))
 
       // after the summary the aggregator is still there, serving what the run stored
-      expect(await json(`${url}/ready`)).toEqual({ status: "ready", database: "pglite" })
-      const stats = await json(`${url}/stats`)
+      expect(await withClient(url, (client) => client.health.ready())).toEqual({ status: "ready", database: "pglite" })
+      const stats = await withClient(url, (client) => client.health.stats())
       expect(stats.database_total_rows).toBe(distinct)
       expect(stats.uptime_stats).toMatchObject({ received: 2000, unique_processed: distinct, duplicate_dropped: 2000 - distinct })
       expect(Fs.existsSync(Path.join(dataDir, "PG_VERSION"))).toBe(true)
