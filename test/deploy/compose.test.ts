@@ -10,8 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { parse, parseDocument } from "yaml"
 import { AggregatorConfig, logLevel } from "../../src/aggregator/Config.js"
 import { makeCommand, type Settings } from "../../src/publisher/Cli.js"
-import { freePort } from "../support/live.js"
-import { spawnAggregator, waitFor } from "../support/aggregator.js"
+import { freePort, spawnAggregator, waitFor } from "../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../support/backends.js"
 import { freshDatabase } from "../support/database.js"
 
@@ -527,9 +526,9 @@ describe.skipIf(skipWithoutPostgres)(`the aggregator's healthcheck${withoutPostg
   })
 
   it("passes once the aggregator is ready", async () => {
-    const agg = spawnAggregator({ DATABASE_URL: db.url }, await freePort())
+    const agg = spawnAggregator({ DATABASE_URL: db.url })
     try {
-      await waitFor(`${agg.url}/ready`)
+      await waitFor(`${await agg.listening}/ready`)
       expect(await runHealthcheck(Number(new URL(agg.url).port))).toBe(0)
     } finally {
       agg.child.kill("SIGTERM")
@@ -540,9 +539,9 @@ describe.skipIf(skipWithoutPostgres)(`the aggregator's healthcheck${withoutPostg
   it("fails while the aggregator is up but its database is unreachable, and when nothing listens", async () => {
     const deadDb = new URL(db.url)
     deadDb.port = String(await freePort())
-    const agg = spawnAggregator({ DATABASE_URL: deadDb.toString() }, await freePort())
+    const agg = spawnAggregator({ DATABASE_URL: deadDb.toString() })
     try {
-      await waitFor(`${agg.url}/`)
+      await waitFor(`${await agg.listening}/`)
       expect((await fetch(`${agg.url}/ready`)).status).toBe(503)
       expect(await runHealthcheck(Number(new URL(agg.url).port))).toBe(1)
     } finally {

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto"
 import pg from "pg"
 
 /** The server the tests create their throwaway databases on (CI: the local PostgreSQL). */
@@ -21,7 +22,8 @@ const admin = async <A>(f: (client: pg.Client) => Promise<A>): Promise<A> => {
 
 /** A new, empty database; `drop` removes it (and any connection still open to it). */
 export const freshDatabase = async (label = "t") => {
-  const name = `la_${label}_${process.pid}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`
+  // random, not the pid: parallel test processes and earlier runs' leftovers never collide
+  const name = `la_${label}_${Date.now().toString(36)}_${randomBytes(6).toString("hex")}`
   await admin((c) => c.query(`CREATE DATABASE ${name}`))
   return {
     name,

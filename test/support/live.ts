@@ -3,16 +3,8 @@ import * as net from "node:net"
 import type { StoredEvent } from "../../src/domain/Event.js"
 import { pingRedis } from "./backends.js"
 
-/** A port nothing listens on right now (the OS picks it). */
-export const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = net.createServer()
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-    s.on("error", reject)
-  })
+/** Kept here too for the tests that import it from this file; the harness owns it. */
+export { freePort } from "./aggregator.js"
 
 export const until = async (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000) => {
   const deadline = Date.now() + timeoutMs

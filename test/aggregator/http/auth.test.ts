@@ -1,10 +1,9 @@
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Effect, FastCheck as fc } from "effect"
 import { spawn } from "node:child_process"
-import { aggregatorLayer, event, postJson, promise, spawnAggregator, TestAggregator, unique, waitFor } from "../../support/aggregator.js"
+import { aggregatorLayer, event, postJson, promise, readyAggregator, spawnAggregator, unique, waitFor } from "../../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 import { freshDatabase, query } from "../../support/database.js"
-import { freePort } from "../../support/live.js"
 import { runPublisher } from "../../support/publisher.js"
 
 /** `node dist/tester [vitest args]` with only the given settings of its own (vitest's env would leak in otherwise). */
@@ -29,7 +28,7 @@ const publish = (url: string, path: "/publish" | "/publish/batch", body: unknown
   )
 
 /** The test server, once migrated (readiness is reached in the background). */
-const server = Effect.tap(TestAggregator, ({ url }) => promise(() => waitFor(`${url}/ready`)))
+const server = readyAggregator
 
 const uptimeStats = (url: string) => promise(() => fetch(`${url}/stats`).then(async (r) => ((await r.json()) as any).uptime_stats))
 
@@ -264,9 +263,9 @@ describe.skipIf(skipWithoutPostgres)(`API keys${withoutPostgresNote}`, () => {
   describe("the built aggregator", () => {
     it("never writes a key, or a refused token, to its log", async () => {
       const db = await freshDatabase("auth")
-      const server = spawnAggregator({ DATABASE_URL: db.url, API_KEYS: "sekrit-key-one,sekrit-key-two", LOG_LEVEL: "All" }, await freePort())
+      const server = spawnAggregator({ DATABASE_URL: db.url, API_KEYS: "sekrit-key-one,sekrit-key-two", LOG_LEVEL: "All" })
       try {
-        await waitFor(`${server.url}/ready`)
+        await waitFor(`${await server.listening}/ready`)
         const topic = unique("log")
         const statuses: Array<number> = []
         const headers = ["Bearer sekrit-key-one", "Bearer sekrit-key-two", "Bearer sekrit-wrong", "sekrit-bare"]

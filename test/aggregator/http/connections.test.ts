@@ -1,13 +1,14 @@
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import * as net from "node:net"
-import { aggregatorLayer, promise, TestAggregator, waitFor } from "../../support/aggregator.js"
+import { aggregatorLayer, promise, readyAggregator, waitFor } from "../../support/aggregator.js"
+import { until } from "../../support/live.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 
 // Clients that misbehave at the socket: oversized bodies sent whole, headers and bodies trickled, too many
 // connections. Raw sockets, since a well-behaved client (fetch) hides exactly what is tested here.
 
-const server = Effect.tap(TestAggregator, ({ url }) => promise(() => waitFor(`${url}/ready`)))
+const server = readyAggregator
 
 const portOf = (url: string) => Number(new URL(url).port)
 
@@ -158,21 +159,33 @@ describe.skipIf(skipWithoutPostgres)(`hostile clients at the socket${withoutPost
             })))
         )
         try {
-          yield* Effect.sleep("200 millis")
-          // 600,000 more bytes do not fit in the 2.5 MiB
+          // 600,000 more bytes do not fit in the 2.5 MiB once the server holds the stalled halves: ask until it does
           const body = "[]".padEnd(600_000, " ")
-          const refused = yield* promise(() => exchange(port, postHead(body.length) + body, 0, { giveUpMs: 5_000 }))
+          let refused: Exchange | undefined
+          yield* promise(() =>
+            until("the server to hold the stalled bodies and refuse more", async () => {
+              refused = await exchange(port, postHead(body.length, "Connection: close\r\n") + body, 0, { giveUpMs: 5_000 })
+              return !statusLines(refused.received).includes("HTTP/1.1 200 OK")
+            })
+          )
+          if (refused === undefined) return expect.unreachable()
           expect(statusLines(refused.received)).toEqual(["HTTP/1.1 429 Too Many Requests"])
           expect(refused.received.toLowerCase()).toContain("retry-after: 1")
           expect(jsonBody(refused.received)).toMatchObject({ error: "overloaded" })
         } finally {
           for (const s of stalled) s.destroy()
         }
-        yield* Effect.sleep("200 millis")
-        const after = yield* promise(() =>
-          fetch(`${url}/publish/batch`, { method: "POST", headers: { "content-type": "application/json" }, body: "[]".padEnd(600_000, " ") })
+        // the freed bytes are given back as the server sees the sockets close: ask until it takes the body again
+        yield* promise(() =>
+          until("the freed buffer to take a body again", async () => {
+            const after = await fetch(`${url}/publish/batch`, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: "[]".padEnd(600_000, " ")
+            })
+            return after.status === 200
+          })
         )
-        expect(after.status).toBe(200)
       }))
 
     it.effect("connections past MAX_CONNECTIONS are closed at once; a freed slot serves again", () =>
@@ -187,15 +200,18 @@ describe.skipIf(skipWithoutPostgres)(`hostile clients at the socket${withoutPost
             })))
         )
         try {
-          // give the server a moment to count them all
-          yield* Effect.sleep("200 millis")
-          const extra = yield* promise(() => exchange(port, "GET / HTTP/1.1\r\nHost: t\r\n\r\n", 0, { giveUpMs: 5_000 }))
-          expect(extra.received).toBe("")
+          // the server counts them as they arrive: once it has all eight, a ninth is closed at once, unanswered
+          yield* promise(() =>
+            until("a connection past the cap to be closed unanswered", async () => {
+              const extra = await exchange(port, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 0, { giveUpMs: 5_000 })
+              return extra.received === ""
+            })
+          )
         } finally {
           for (const s of open) s.destroy()
         }
-        yield* Effect.sleep("200 millis")
-        expect((yield* promise(() => fetch(`${url}/`))).status).toBe(200)
+        // and once it has seen them close, a slot serves again
+        yield* promise(() => waitFor(`${url}/`))
       }))
   })
 })

@@ -1,19 +1,17 @@
 import { describe, expect, it, layer } from "@effect/vitest"
 import { HttpClient, HttpClientRequest } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
 import { ConfigProvider, Deferred, Effect, Either, Exit, FastCheck as fc, Layer, Logger, LogLevel, Stream } from "effect"
 import { Batcher } from "../../../src/aggregator/ingest/Batcher.js"
 import { Broker } from "../../../src/aggregator/live/Broker.js"
 import { AggregatorConfig } from "../../../src/aggregator/Config.js"
 import { Database } from "../../../src/aggregator/storage/Database.js"
 import { eventKey, EventStore, type Inserted, type NewEvent } from "../../../src/aggregator/storage/EventStore.js"
-import { ApiMiddlewareLive } from "../../../src/aggregator/http/Middleware.js"
 import { Draining } from "../../../src/aggregator/ops/Lifecycle.js"
-import { ApiLive, ServeLive } from "../../../src/aggregator/http/Server.js"
 import { Stats } from "../../../src/aggregator/ingest/Stats.js"
 import { Retention } from "../../../src/aggregator/storage/Retention.js"
 import { type Overloaded, StorageUnavailable } from "../../../src/domain/Errors.js"
 import type { StoredEvent } from "../../../src/domain/Event.js"
+import { routesOver } from "../../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 import { freshDatabase, query } from "../../support/database.js"
 
@@ -416,20 +414,15 @@ const noDatabase = Layer.succeed(
 
 /** The aggregator's own routes, middleware, batcher, broker and counters, over a real loopback HTTP server. */
 const httpOver = (store: Layer.Layer<EventStore>, env: Record<string, string>) =>
-  ServeLive.pipe(
-    Layer.provide(ApiMiddlewareLive),
-    Layer.provide(ApiLive),
-    Layer.provideMerge(NodeHttpServer.layerTest),
-    Layer.provideMerge(Batcher.DefaultWithoutDependencies.pipe(
-      Layer.provideMerge(Broker.Default),
-      Layer.provideMerge(Retention.DefaultWithoutDependencies),
-      Layer.provideMerge(store),
-      Layer.provideMerge(noDatabase),
-      Layer.provideMerge(Stats.Default),
-      Layer.provideMerge(Draining.Default),
-      Layer.provideMerge(configLayer(env))
-    ))
-  )
+  routesOver(Batcher.DefaultWithoutDependencies.pipe(
+    Layer.provideMerge(Broker.Default),
+    Layer.provideMerge(Retention.DefaultWithoutDependencies),
+    Layer.provideMerge(store),
+    Layer.provideMerge(noDatabase),
+    Layer.provideMerge(Stats.Default),
+    Layer.provideMerge(Draining.Default),
+    Layer.provideMerge(configLayer(env))
+  ))
 
 const item = fc.record({ key: fc.integer({ min: 0, max: 17 }), valid: fc.integer({ min: 0, max: 7 }).map((n) => n !== 0) })
 const httpRequest = fc.oneof(

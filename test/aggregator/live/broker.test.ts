@@ -9,10 +9,10 @@ import { eventKey, EventStore, type NewEvent } from "../../../src/aggregator/sto
 import { sseFrame, type Tail } from "../../../src/aggregator/live/StreamHub.js"
 import { Overloaded, StorageUnavailable } from "../../../src/domain/Errors.js"
 import type { StoredEvent } from "../../../src/domain/Event.js"
-import { postJson, type Spawned, spawnAggregator, waitFor } from "../../support/aggregator.js"
+import { postJson, type Spawned, spawnAggregator, waitFor, withClient } from "../../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 import { freshDatabase } from "../../support/database.js"
-import { freePort, keyOf, sseClient, until } from "../../support/live.js"
+import { keyOf, sseClient, until } from "../../support/live.js"
 
 // Announcements and the live tail with the in-process broker (no REDIS_URL).
 
@@ -248,15 +248,16 @@ describe("announcing and fanning out (in-process broker)", () => {
 // ---------------------------------------------------------------------------------------------
 
 const event = (topic: string, event_id: string) => ({ topic, event_id, timestamp: "2025-06-01T00:00:00Z", payload: { n: event_id } })
-const stats = (url: string) => fetch(`${url}/stats`).then((r) => r.json() as Promise<any>)
+const stats = (url: string) => withClient(url, (client) => client.health.stats())
+const publish = (url: string, e: ReturnType<typeof event>) => withClient(url, (client) => client.events.publish({ payload: e }))
 
 plainDescribe.skipIf(skipWithoutPostgres)(`live tail with the in-process broker${withoutPostgresNote}`, () => {
   let db: Awaited<ReturnType<typeof freshDatabase>>
   let agg: Spawned
   beforeAll(async () => {
     db = await freshDatabase("tail")
-    agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_HEARTBEAT_MS: "100", STREAM_MAX_CLIENTS: "2" }, await freePort())
-    await waitFor(`${agg.url}/ready`)
+    agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_HEARTBEAT_MS: "100", STREAM_MAX_CLIENTS: "2" })
+    await waitFor(`${await agg.listening}/ready`)
   })
   afterAll(async () => {
     agg?.child.kill("SIGTERM")
@@ -272,25 +273,21 @@ plainDescribe.skipIf(skipWithoutPostgres)(`live tail with the in-process broker$
     plainExpect(all.contentType).toMatch(/^text\/event-stream/)
     plainExpect((await stats(agg.url)).stream_clients).toBe(2)
 
-    plainExpect((await postJson(`${agg.url}/publish`, event("orders", "o1"))).status).toBe(201)
-    plainExpect((await postJson(`${agg.url}/publish`, event("orders", "o1"))).status).toBe(200)
-    plainExpect((await postJson(`${agg.url}/publish`, event("users", "u1"))).status).toBe(201)
-    const batch = await postJson(`${agg.url}/publish/batch`, [
-      event("orders", "o2"),
-      event("orders", "o2"),
-      event("orders", "o1"),
-      { topic: "orders" }
-    ]).then((r) => r.json() as Promise<any>)
+    plainExpect((await publish(agg.url, event("orders", "o1"))).status).toBe("processed")
+    plainExpect((await publish(agg.url, event("orders", "o1"))).status).toBe("dropped_duplicate")
+    plainExpect((await publish(agg.url, event("users", "u1"))).status).toBe("processed")
+    const batch = await withClient(agg.url, (client) =>
+      client.events.publishBatch({ payload: [event("orders", "o2"), event("orders", "o2"), event("orders", "o1"), { topic: "orders" }] }))
     plainExpect([batch.processed, batch.duplicates, batch.rejected]).toEqual([1, 2, 1])
     // announcements leave in order: once the last one is seen, a wrongly announced duplicate would have been too
-    plainExpect((await postJson(`${agg.url}/publish`, event("orders", "last"))).status).toBe(201)
+    plainExpect((await publish(agg.url, event("orders", "last"))).status).toBe("processed")
     await until("the last event on both streams", () =>
       all.events.some((e) => e.event_id === "last") && orders.events.some((e) => e.event_id === "last"))
 
     plainExpect(all.events.map((e) => `${e.topic}/${e.event_id}`)).toEqual(["orders/o1", "users/u1", "orders/o2", "orders/last"])
     plainExpect(orders.events.map((e) => e.event_id)).toEqual(["o1", "o2", "last"])
     // each frame is the stored event, as GET /events/:topic/:event_id returns it
-    const o1 = await fetch(`${agg.url}/events/orders/o1`).then((r) => r.json())
+    const o1 = await withClient(agg.url, (client) => client.events.get({ path: { topic: "orders", event_id: "o1" } }))
     plainExpect(all.events[0]).toEqual(o1)
     plainExpect(all.ids).toEqual(all.events.map((e) => String(e.seq)))
     await until("a heartbeat", () => all.comments >= 2)
@@ -343,9 +340,9 @@ plainDescribe.skipIf(skipWithoutPostgres)(`shutdown with live-tail clients conne
   plainIt("SIGTERM ends every stream and the process exits cleanly without waiting for the shutdown timeout", async () => {
     const db = await freshDatabase("tailstop")
     // were the streams left open, draining would wait the full 10 minutes and this test would time out
-    const agg = spawnAggregator({ DATABASE_URL: db.url, SHUTDOWN_TIMEOUT_MS: "600000" }, await freePort())
+    const agg = spawnAggregator({ DATABASE_URL: db.url, SHUTDOWN_TIMEOUT_MS: "600000" })
     try {
-      await waitFor(`${agg.url}/ready`)
+      await waitFor(`${await agg.listening}/ready`)
       const clients = [sseClient(`${agg.url}/events/stream`), sseClient(`${agg.url}/events/stream?topic=x`)]
       await Promise.all(clients.map((c) => c.ready))
       agg.child.kill("SIGTERM")
@@ -400,9 +397,9 @@ const stalledClient = (url: string, path: string) =>
 plainDescribe.skipIf(skipWithoutPostgres)(`a live-tail client that stops reading${withoutPostgresNote}`, () => {
   plainIt("is disconnected and unsubscribed once it falls behind, while other clients keep streaming", async () => {
     const db = await freshDatabase("stall")
-    const agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_CLIENT_BUFFER_EVENTS: "16" }, await freePort())
+    const agg = spawnAggregator({ DATABASE_URL: db.url, STREAM_CLIENT_BUFFER_EVENTS: "16" })
     try {
-      await waitFor(`${agg.url}/ready`)
+      await waitFor(`${await agg.listening}/ready`)
       const stalled = await stalledClient(agg.url, "/events/stream")
       const healthy = sseClient(`${agg.url}/events/stream?topic=small`)
       await healthy.ready

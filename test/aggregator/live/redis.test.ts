@@ -1,7 +1,7 @@
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { StoredEvent } from "../../../src/domain/Event.js"
-import { postJson, type Spawned, spawnAggregator, waitFor } from "../../support/aggregator.js"
+import { freePort, postJson, type Spawned, spawnAggregator, waitFor } from "../../support/aggregator.js"
 import {
   redisUrl,
   skipWithoutPostgres,
@@ -10,7 +10,7 @@ import {
   withoutRedisNote
 } from "../../support/backends.js"
 import { freshDatabase, query } from "../../support/database.js"
-import { freePort, keyOf, privateRedis, sseClient, until } from "../../support/live.js"
+import { keyOf, privateRedis, sseClient, until } from "../../support/live.js"
 
 // Replicas sharing one PostgreSQL and one Redis, as `node dist/aggregator` processes (run `npm run build`
 // first). Every run uses its own key and channel prefix, so parallel runs on one Redis do not mix.
@@ -98,9 +98,9 @@ describe.skipIf(skip)(`two replicas over one PostgreSQL and one Redis${note}`, (
       CLUSTER_STATS_INTERVAL_MS: "200",
       CLUSTER_STATS_TTL_MS: "3000"
     }
-    a = spawnAggregator(env, await freePort())
-    b = spawnAggregator(env, await freePort())
-    await Promise.all([waitFor(`${a.url}/ready`), waitFor(`${b.url}/ready`)])
+    a = spawnAggregator(env)
+    b = spawnAggregator(env)
+    await Promise.all([waitFor(`${await a.listening}/ready`), waitFor(`${await b.listening}/ready`)])
   })
   afterAll(async () => {
     await Promise.all([stop(a), stop(b)])
@@ -226,10 +226,10 @@ describe.skipIf(skip)(`a replica started while its Redis is not running yet${not
       REDIS_URL: `redis://127.0.0.1:${port}`,
       REDIS_PREFIX: keyPrefix,
       CLUSTER_STATS_INTERVAL_MS: "200"
-    }, await freePort())
+    })
     let redis: Awaited<ReturnType<typeof privateRedis>> | undefined
     try {
-      await waitFor(`${agg.url}/ready`)
+      await waitFor(`${await agg.listening}/ready`)
       // subscribed in this process at once; its events come from Redis, so none yet
       const early = sseClient(`${agg.url}/events/stream`)
       await early.ready
@@ -279,11 +279,11 @@ describe.skipIf(skip)(`transactions that roll back on real PostgreSQL, announced
     const keyPrefix = prefix()
     // a short gathering window, so concurrent submissions share flushes and roll back together
     const env = { DATABASE_URL: db.url, REDIS_URL: redisUrl, REDIS_PREFIX: keyPrefix, FLUSH_WINDOW_MS: "10" }
-    const a = spawnAggregator(env, await freePort())
-    const b = spawnAggregator(env, await freePort())
+    const a = spawnAggregator(env)
+    const b = spawnAggregator(env)
     const redis = await listen(keyPrefix)
     try {
-      await Promise.all([waitFor(`${a.url}/ready`), waitFor(`${b.url}/ready`)])
+      await Promise.all([waitFor(`${await a.listening}/ready`), waitFor(`${await b.listening}/ready`)])
       // the migrations have run: any transaction that inserts a 'poison' row now fails and rolls back whole
       await query(db.url, `
         CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -388,9 +388,9 @@ describe.skipIf(skip)(`a replica whose Redis goes away and comes back${note}`, (
       REDIS_URL: redis.url,
       REDIS_PREFIX: prefix(),
       CLUSTER_STATS_INTERVAL_MS: "200"
-    }, await freePort())
+    })
     try {
-      await waitFor(`${agg.url}/ready`)
+      await waitFor(`${await agg.listening}/ready`)
       const before = sseClient(`${agg.url}/events/stream`)
       await before.ready
       await probe(agg.url, before, "up")

@@ -6,7 +6,7 @@ import * as http from "node:http"
 import type * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import { type Browser, chromium, type Page } from "playwright-core"
-import { aggregatorLayer, postJson, type Spawned, spawnAggregator, TestAggregator, waitFor } from "../../support/aggregator.js"
+import { aggregatorLayer, postJson, type Spawned, spawnAggregator, TestAggregator, unique, waitFor } from "../../support/aggregator.js"
 import {
   inCI,
   redisUrl,
@@ -16,7 +16,6 @@ import {
   withoutRedisNote
 } from "../../support/backends.js"
 import { freshDatabase, query } from "../../support/database.js"
-import { freePort } from "../../support/live.js"
 
 // GET /dashboard in a real Chromium: the figures, the live tail and the chart against real traffic.
 
@@ -416,11 +415,11 @@ describe.skipIf(skipWithoutPostgres || skipWithoutRedis || skipWithoutChromium)(
       const env = {
         DATABASE_URL: db.url,
         REDIS_URL: redisUrl,
-        REDIS_PREFIX: `la-dash-${process.pid}-${Date.now().toString(36)}:`,
+        REDIS_PREFIX: `${unique("la-dash")}:`,
         CLUSTER_STATS_INTERVAL_MS: "200"
       }
-      replicas = [spawnAggregator(env, await freePort()), spawnAggregator(env, await freePort())]
-      await Promise.all(replicas.map((r) => waitFor(`${r.url}/ready`)))
+      replicas = [spawnAggregator(env), spawnAggregator(env)]
+      await Promise.all(replicas.map(async (r) => waitFor(`${await r.listening}/ready`)))
     })
     afterAll(async () => {
       for (const r of replicas) r.child.kill("SIGTERM")

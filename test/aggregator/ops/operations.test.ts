@@ -6,7 +6,6 @@ import { renderPrometheus } from "../../../src/aggregator/ops/Metrics.js"
 import { postJson, spawnAggregator, type Spawned, waitFor } from "../../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 import { freshDatabase } from "../../support/database.js"
-import { freePort } from "../../support/live.js"
 import { parseExposition, sumOf, valueOf } from "../../support/prometheus.js"
 
 // GET /metrics (Prometheus text from Effect's Metric registry), the request id, and the JSON logs.
@@ -88,9 +87,9 @@ const logLines = (agg: Spawned) =>
 
 describe("metrics on the embedded database (PGlite)", () => {
   it("reports its one connection as the pool, and the event counters as with PostgreSQL", async () => {
-    const agg = spawnAggregator({ DATA_DIR: "memory://", LOG_SUMMARY_INTERVAL_MS: "60000" }, await freePort())
+    const agg = spawnAggregator({ DATA_DIR: "memory://", LOG_SUMMARY_INTERVAL_MS: "60000" })
     try {
-      await waitFor(`${agg.url}/ready`, 60_000)
+      await waitFor(`${await agg.listening}/ready`, 60_000)
       const answers = await Promise.all([1, 2, 3, 1].map((i) => postJson(`${agg.url}/publish`, event("embedded", `p-${i}`))))
       expect(answers.map((r) => r.status).sort()).toEqual([200, 201, 201, 201])
       const metrics = await scrape(agg.url)
@@ -119,9 +118,9 @@ describe.skipIf(skipWithoutPostgres)(`metrics, request ids and logs of a running
   })
 
   it("GET /metrics moves with traffic and agrees with /stats", async () => {
-    const agg = spawnAggregator({ DATABASE_URL: db.url, DB_POOL_SIZE: "7", LOG_SUMMARY_INTERVAL_MS: "60000" }, await freePort())
+    const agg = spawnAggregator({ DATABASE_URL: db.url, DB_POOL_SIZE: "7", LOG_SUMMARY_INTERVAL_MS: "60000" })
     try {
-      await waitFor(`${agg.url}/ready`)
+      await waitFor(`${await agg.listening}/ready`)
       const before = await scrape(agg.url)
       for (const result of ["processed", "duplicate", "rejected"]) {
         expect(valueOf(before, "aggregator_events_total", { result })).toBe(0)
@@ -219,9 +218,9 @@ describe.skipIf(skipWithoutPostgres)(`metrics, request ids and logs of a running
 
   it("a client that leaves during a slow commit: its request still ends (counted 499) and the event is stored once", async () => {
     // Node never calls a destroyed response's `end` callback; the server must not wait for it forever
-    const agg = spawnAggregator({ DATABASE_URL: db.url, FLUSH_WINDOW_MS: "1500", LOG_SUMMARY_INTERVAL_MS: "60000" }, await freePort())
+    const agg = spawnAggregator({ DATABASE_URL: db.url, FLUSH_WINDOW_MS: "1500", LOG_SUMMARY_INTERVAL_MS: "60000" })
     try {
-      await waitFor(`${agg.url}/ready`)
+      await waitFor(`${await agg.listening}/ready`)
       const left = new AbortController()
       const answer = postJson(`${agg.url}/publish`, event("gone", "g-1"), { signal: left.signal })
       setTimeout(() => left.abort(), 200)
@@ -242,12 +241,11 @@ describe.skipIf(skipWithoutPostgres)(`metrics, request ids and logs of a running
   it("logs JSON lines with the service name, a periodic summary instead of a line per event, and no payloads or keys", async () => {
     const secret = "key-Zq8-secret"
     const agg = spawnAggregator(
-      { DATABASE_URL: db.url, API_KEYS: secret, LOG_SUMMARY_INTERVAL_MS: "300", LOG_LEVEL: "Info" },
-      await freePort()
+      { DATABASE_URL: db.url, API_KEYS: secret, LOG_SUMMARY_INTERVAL_MS: "300", LOG_LEVEL: "Info" }
     )
     const auth = { headers: { "content-type": "application/json", authorization: `Bearer ${secret}` } }
     try {
-      await waitFor(`${agg.url}/ready`)
+      await waitFor(`${await agg.listening}/ready`)
       const sent = Array.from({ length: 300 }, (_, i) => event("TOPIC-MARKER", `ID-MARKER-${i}`, { secret: "PAYLOAD-MARKER" }))
       for (let i = 0; i < sent.length; i += 30) {
         await Promise.all(sent.slice(i, i + 30).map((e) => postJson(`${agg.url}/publish`, e, auth)))
@@ -285,9 +283,9 @@ describe.skipIf(skipWithoutPostgres)(`metrics, request ids and logs of a running
   }, 60_000)
 
   it("gives each request an id: echoed in X-Request-Id, on its log line at Debug, a sane incoming id kept", async () => {
-    const agg = spawnAggregator({ DATABASE_URL: db.url, LOG_LEVEL: "Debug", LOG_SUMMARY_INTERVAL_MS: "60000" }, await freePort())
+    const agg = spawnAggregator({ DATABASE_URL: db.url, LOG_LEVEL: "Debug", LOG_SUMMARY_INTERVAL_MS: "60000" })
     try {
-      await waitFor(`${agg.url}/ready`)
+      await waitFor(`${await agg.listening}/ready`)
       const ids: Array<string> = []
       for (let i = 0; i < 5; i++) {
         const res = await postJson(`${agg.url}/publish`, event("TOPIC-MARKER", `ID-MARKER-D${i}`, { secret: "PAYLOAD-MARKER" }))

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { postJson, spawnAggregator, waitFor } from "../../support/aggregator.js"
-import { freePort, startProxy } from "../../support/live.js"
+import { freePort, postJson, spawnAggregator, startAggregator, waitFor, withClient } from "../../support/aggregator.js"
+import { startProxy, until } from "../../support/live.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 import { freshDatabase, query } from "../../support/database.js"
 
@@ -20,23 +20,20 @@ describe.skipIf(skipWithoutPostgres)(`aggregator process${withoutPostgresNote}`,
   })
 
   it("keeps its data across a restart: a re-sent event is a duplicate", async () => {
-    const first = spawnAggregator({ DATABASE_URL: db.url }, await freePort())
+    const first = await startAggregator({ DATABASE_URL: db.url })
     try {
-      await waitFor(`${first.url}/ready`)
-      expect((await postJson(`${first.url}/publish`, event("restart", "r1"))).status).toBe(201)
+      expect(await withClient(first.url, (c) => c.events.publish({ payload: event("restart", "r1") })))
+        .toEqual({ status: "processed", id: "r1", topic: "restart" })
     } finally {
       first.child.kill("SIGTERM")
     }
     expect(await first.exited).toBe(0)
 
-    const second = spawnAggregator({ DATABASE_URL: db.url }, await freePort())
+    const second = await startAggregator({ DATABASE_URL: db.url })
     try {
-      await waitFor(`${second.url}/ready`)
-      const again = await postJson(`${second.url}/publish`, event("restart", "r1"))
-      expect(again.status).toBe(200)
-      expect(await again.json()).toEqual({ status: "dropped_duplicate", id: "r1", topic: "restart" })
-      const stats: any = await (await fetch(`${second.url}/stats`)).json()
-      expect(stats.database_total_rows).toBe(1)
+      expect(await withClient(second.url, (c) => c.events.publish({ payload: event("restart", "r1") })))
+        .toEqual({ status: "dropped_duplicate", id: "r1", topic: "restart" })
+      expect((await withClient(second.url, (c) => c.health.stats())).database_total_rows).toBe(1)
     } finally {
       second.child.kill("SIGTERM")
     }
@@ -47,10 +44,10 @@ describe.skipIf(skipWithoutPostgres)(`aggregator process${withoutPostgresNote}`,
     const dbPort = await freePort()
     const url = new URL(db.url)
     url.port = String(dbPort)
-    const agg = spawnAggregator({ DATABASE_URL: url.toString(), DB_RETRY_MAX_DELAY_MS: "400" }, await freePort())
+    const agg = spawnAggregator({ DATABASE_URL: url.toString(), DB_RETRY_MAX_DELAY_MS: "400" })
     let proxy: { close: () => Promise<void> } | undefined
     try {
-      await waitFor(`${agg.url}/`)
+      await waitFor(`${await agg.listening}/`)
       const notReady = await fetch(`${agg.url}/ready`)
       expect(notReady.status).toBe(503)
       const reason: any = await notReady.json()
@@ -62,12 +59,11 @@ describe.skipIf(skipWithoutPostgres)(`aggregator process${withoutPostgresNote}`,
       expect(refused.headers.get("retry-after")).toMatch(/^\d+$/)
       expect(((await refused.json()) as any).error).toBe("storage_unavailable")
 
-      // a few retries happen and are logged before the database appears
-      await new Promise((r) => setTimeout(r, 1500))
-      expect(agg.output()).toMatch(/database not ready; retrying/)
+      // the retries are logged while the database is away: wait for that line before it appears
+      await until("the aggregator to log its database retries", () => /database not ready; retrying/.test(agg.output()))
       proxy = await startProxy(dbPort, db.url)
 
-      await waitFor(`${agg.url}/ready`, 20_000)
+      await waitFor(`${await agg.listening}/ready`, 20_000)
       expect(agg.child.exitCode).toBeNull()
       expect((await postJson(`${agg.url}/publish`, event("late", "l1"))).status).toBe(201)
     } finally {
@@ -81,10 +77,9 @@ describe.skipIf(skipWithoutPostgres)(`aggregator process${withoutPostgresNote}`,
   it("SIGTERM with Redis unreachable since start-up: exits, code 0", async () => {
     // Port 1: nothing listens, so the broker's connections never come up.
     const agg = spawnAggregator(
-      { DATABASE_URL: db.url, REDIS_URL: "redis://127.0.0.1:1", SHUTDOWN_TIMEOUT_MS: "3000" },
-      await freePort()
+      { DATABASE_URL: db.url, REDIS_URL: "redis://127.0.0.1:1", SHUTDOWN_TIMEOUT_MS: "3000" }
     )
-    await waitFor(`${agg.url}/ready`)
+    await waitFor(`${await agg.listening}/ready`)
     agg.child.kill("SIGTERM")
     // Before the fix the process was still alive minutes later; 30 s is a generous bound, not a latency check.
     const code = await Promise.race([agg.exited, new Promise<"alive">((r) => setTimeout(() => r("alive"), 30_000))])
@@ -94,8 +89,8 @@ describe.skipIf(skipWithoutPostgres)(`aggregator process${withoutPostgresNote}`,
   })
 
   it("SIGTERM under load: in-flight requests complete, every 201 is in the database, exit code 0", async () => {
-    const agg = spawnAggregator({ DATABASE_URL: db.url }, await freePort())
-    await waitFor(`${agg.url}/ready`)
+    const agg = spawnAggregator({ DATABASE_URL: db.url })
+    await waitFor(`${await agg.listening}/ready`)
     const topic = `term-${Date.now()}`
     let sentSignal = false
     const outcomes = await Promise.all(

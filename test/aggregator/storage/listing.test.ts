@@ -1,11 +1,11 @@
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { aggregatorLayer, event, postJson, promise, TestAggregator, unique, waitFor } from "../../support/aggregator.js"
+import { aggregatorLayer, clientOf, event, promise, readyAggregator, unique } from "../../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 
 // Large listings: one answer holds about LIST_MAX_BYTES at most, and X-Next-Before says where to go on.
 
-const server = Effect.tap(TestAggregator, ({ url }) => promise(() => waitFor(`${url}/ready`)))
+const server = readyAggregator
 
 describe.skipIf(skipWithoutPostgres)(`listing within a response budget${withoutPostgresNote}`, () => {
   layer(aggregatorLayer({ LIST_MAX_BYTES: "20000" }), { excludeTestServices: true, timeout: "60 seconds" })(
@@ -16,10 +16,11 @@ describe.skipIf(skipWithoutPostgres)(`listing within a response budget${withoutP
           const { url } = yield* server
           const topic = unique("big")
           const blob = "z".repeat(6_000)
-          const stored = yield* promise(() =>
-            postJson(`${url}/publish/batch`, Array.from({ length: 10 }, (_, i) => event(topic, `e${i}`, { payload: { blob } })))
-          )
-          expect(stored.status).toBe(200)
+          const client = yield* clientOf(url)
+          const stored = yield* client.events.publishBatch({
+            payload: Array.from({ length: 10 }, (_, i) => event(topic, `e${i}`, { payload: { blob } }))
+          })
+          expect(stored.processed).toBe(10)
           const seen: Array<string> = []
           let before: string | null = null
           let answers = 0
@@ -47,8 +48,8 @@ describe.skipIf(skipWithoutPostgres)(`listing within a response budget${withoutP
           // a page that is full by its limit also says where to go on; the last page does not
           const limited = yield* promise(() => fetch(`${url}/events?topic=${topic}&limit=2`))
           expect(limited.headers.get("x-next-before")).not.toBeNull()
-          const small = yield* promise(() => postJson(`${url}/publish`, event(unique("small"), "only")))
-          expect(small.status).toBe(201)
+          const small = yield* client.events.publish({ payload: event(unique("small"), "only") })
+          expect(small.status).toBe("processed")
         }))
     }
   )

@@ -7,6 +7,7 @@ import type { StoredEvent } from "../../../src/domain/Event.js"
 import {
   aggregatorLayer,
   embeddedAggregatorLayer,
+  freePort,
   postJson,
   promise,
   spawnAggregator,
@@ -213,7 +214,9 @@ const exportAggregatorLayer = Layer.scoped(
     const db = yield* Effect.acquireRelease(Effect.promise(() => freshDatabase("export")), (db) => Effect.promise(() => db.drop()))
     // A 64 MiB old space: a process that held the export would run out of heap; one that streams it keeps
     // its garbage under the cap instead of letting it pile up to a later collection (RSS then stays level).
-    const aggregator = spawnAggregator({ DATABASE_URL: db.url, LOG_LEVEL: "Warn", NODE_OPTIONS: "--max-old-space-size=64" })
+    // LOG_LEVEL=Warn hides the "Listening on" line the harness reads a port-0 address from: give it a port
+    const port = yield* Effect.promise(() => freePort())
+    const aggregator = spawnAggregator({ DATABASE_URL: db.url, LOG_LEVEL: "Warn", NODE_OPTIONS: "--max-old-space-size=64" }, port)
     yield* Effect.addFinalizer(() =>
       Effect.promise(async () => {
         aggregator.child.kill("SIGTERM")

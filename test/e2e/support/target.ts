@@ -2,7 +2,7 @@ import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform
 import { Effect, Layer } from "effect"
 import { existsSync } from "node:fs"
 import { type Client, makeClient } from "../../../src/client/Client.js"
-import { spawnAggregator, type Spawned, waitFor } from "../../support/aggregator.js"
+import { aggregatorProcess, waitFor } from "../../support/aggregator.js"
 import { skipWithoutPostgres } from "../../support/backends.js"
 import { freshDatabase } from "../../support/database.js"
 
@@ -15,42 +15,6 @@ export interface Target {
 
 /** The aggregator under test, with the derived client pointed at it. */
 export class E2e extends Effect.Tag("e2e/Target")<E2e, Target>() {}
-
-const listening = /Listening on (http:\/\/[^\s"]+)/
-
-/**
- * Port 0 lets the OS pick a free port and the server logs the one it got, so parallel test files never
- * race for a port (spawnAggregator's counter only spreads them by pid and never checks the port is free).
- */
-const listeningUrl = (server: Spawned, timeoutMs = 30_000) =>
-  new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => finish(new Error(`aggregator did not log its address within ${timeoutMs} ms`)), timeoutMs)
-    const onData = () => {
-      const m = listening.exec(server.output())
-      if (m !== null) finish(m[1])
-    }
-    const onExit = (code: number | null) => finish(new Error(`aggregator exited with ${code} before listening`))
-    const finish = (result: string | Error) => {
-      clearTimeout(timer)
-      server.child.stdout!.off("data", onData)
-      server.child.off("exit", onExit)
-      if (typeof result === "string") resolve(result)
-      else reject(new Error(`${result.message}\n${server.output()}`))
-    }
-    server.child.stdout!.on("data", onData)
-    server.child.once("exit", onExit)
-    onData()
-  })
-
-const stop = async (server: Spawned) => {
-  if (server.child.exitCode !== null || server.child.signalCode !== null) return
-  server.child.kill("SIGTERM")
-  const exited = await Promise.race([server.exited.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 10_000))])
-  if (!exited) {
-    server.child.kill("SIGKILL")
-    await server.exited
-  }
-}
 
 /** `node dist/aggregator` on a fresh database, stopped with SIGTERM and its database dropped afterwards. */
 const selfStarted = Effect.gen(function*() {
@@ -68,11 +32,7 @@ const selfStarted = Effect.gen(function*() {
     }
   // set explicitly, so a developer's API_KEYS never leaks into a server started without a key
   const env = { ...storage, API_KEYS: apiKey ?? "" }
-  const server = yield* Effect.acquireRelease(
-    Effect.sync(() => spawnAggregator(env, 0)),
-    (server) => Effect.promise(() => stop(server))
-  )
-  return yield* Effect.promise(() => listeningUrl(server))
+  return (yield* aggregatorProcess(env)).url
 })
 
 const configured = process.env.AGGREGATOR_URL?.trim().replace(/\/+$/, "")
