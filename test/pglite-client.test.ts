@@ -191,7 +191,7 @@ layer(PgliteClient.layer({ dataDir: undefined }), { excludeTestServices: true, t
       Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const first = yield* Effect.provideService(runMigrations, SqlClient.SqlClient, sql)
-        expect(first.map(([id, name]) => [id, name])).toEqual([[1, "create_events"]])
+        expect(first.map(([id, name]) => [id, name])).toEqual([[1, "create_events"], [2, "topics_and_filters"]])
         expect(yield* Effect.provideService(runMigrations, SqlClient.SqlClient, sql)).toEqual([])
 
         const store = yield* Effect.provide(EventStore, EventStore.Default.pipe(Layer.provide(fakeDatabase(sql))))
@@ -211,6 +211,7 @@ layer(PgliteClient.layer({ dataDir: undefined }), { excludeTestServices: true, t
         const listed = yield* store.list({ topic: "t", limit: 10 })
         expect(listed.map((e) => e.event_id)).toEqual(["3", "2", "1"])
         expect(typeof listed[0].seq).toBe("number")
+        expect((yield* store.topics).map((t) => [t.topic, t.events])).toEqual([["t", 3], ["u", 1]])
       }))
   }
 )
