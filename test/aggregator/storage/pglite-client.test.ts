@@ -212,6 +212,7 @@ layer(PgliteClient.layer({ dataDir: undefined }), { excludeTestServices: true, t
         const listed = yield* store.list({ topic: "t", limit: 10 })
         expect(listed.map((e) => e.event_id)).toEqual(["3", "2", "1"])
         expect(typeof listed[0].seq).toBe("number")
+        expect((yield* store.topics).map((t) => [t.topic, t.events])).toEqual([["t", 3], ["u", 1]])
       }))
   }
 )
