@@ -8,7 +8,7 @@ import { AggregatorConfig } from "./Config.js"
 import { ApiMiddlewareLive } from "./http/Middleware.js"
 import { ApiLive, NodeServerLive, ServeLive } from "./http/Server.js"
 import { Batcher } from "./ingest/Batcher.js"
-import { Stats } from "./ingest/Stats.js"
+import { Counters } from "./ingest/Counters.js"
 import { Broker } from "./live/Broker.js"
 import { Draining, DrainOnShutdownLive } from "./ops/Lifecycle.js"
 import { LogSummaryLive } from "./ops/LogSummary.js"
@@ -23,7 +23,7 @@ export const ServicesLive = LogSummaryLive.pipe(
   Layer.provideMerge(Retention.Default),
   Layer.provideMerge(EventStore.Default),
   Layer.provideMerge(Database.Default),
-  Layer.provideMerge(Stats.Default),
+  Layer.provideMerge(Counters.Default),
   Layer.provideMerge(Draining.Default)
 )
 

@@ -10,7 +10,7 @@ import * as Schema from "effect/Schema"
 import { randomInt } from "node:crypto"
 import * as Redacted from "effect/Redacted"
 import type { EventInput, StoredEvent } from "../domain/Event.js"
-import { Aggregator } from "./Aggregator.js"
+import { AggregatorClient } from "./AggregatorClient.js"
 import { sendBatches } from "./BatchSend.js"
 import { PublisherSettings, type Settings } from "./Cli.js"
 import { startProgress } from "./Progress.js"
@@ -43,7 +43,7 @@ const sameEvent = (sent: EventInput, stored: StoredEvent): boolean =>
 
 const waitUntilReady = Effect.gen(function*() {
   const settings = yield* PublisherSettings
-  const aggregator = yield* Aggregator
+  const aggregator = yield* AggregatorClient
   const waiting = yield* Ref.make(false)
   const schedule = Schedule.exponential("100 millis", 2).pipe(
     Schedule.jittered,
@@ -105,7 +105,7 @@ interface Baseline {
 /** The row count, stats counters and newest storage sequence number before sending; null where the server did not say. */
 const baseline = (retry: RetryOptions) =>
   Effect.gen(function*() {
-    const aggregator = yield* Aggregator
+    const aggregator = yield* AggregatorClient
     const stats = yield* retried(aggregator.stats, retry)
     const seq = yield* retried(aggregator.newestSeq, retry)
     return {
@@ -124,7 +124,7 @@ const observe = (
 ) =>
   Effect.gen(function*() {
     const settings = yield* PublisherSettings
-    const aggregator = yield* Aggregator
+    const aggregator = yield* AggregatorClient
     const quietly = <A>(effect: Effect.Effect<A, AttemptFailure>) => retried(effect, retry)
     const lookup = (key: number) => quietly(aggregator.lookup(workload.topic(key), workload.eventId(key)))
 
@@ -175,7 +175,7 @@ const observe = (
 const settleStats = (counts: Counts, observed: Observation) =>
   Effect.gen(function*() {
     const settings = yield* PublisherSettings
-    const aggregator = yield* Aggregator
+    const aggregator = yield* AggregatorClient
     const deadline = (yield* Clock.currentTimeMillis) + Duration.toMillis(settings.statsSettle)
     let current = observed
     if (statsShort(counts, current)) {
@@ -266,6 +266,6 @@ export const publish = (settings: Settings) =>
   program.pipe(
     Effect.withTracerEnabled(false),
     Effect.scoped,
-    Effect.provide(Aggregator.Default),
+    Effect.provide(AggregatorClient.Default),
     Effect.provideService(PublisherSettings, settings)
   )

@@ -5,7 +5,7 @@ import { UptimeStats } from "../domain/Event.js"
 // `--from-json` decodes it back.
 
 const Count = Schema.NonNegativeInt
-const Tally = Schema.Record({ key: Schema.String, value: Count })
+const CountsByReason = Schema.Record({ key: Schema.String, value: Count })
 
 export const Bucket = Schema.Struct({
   /** Inclusive upper bound in ms; "+Inf" for the last bucket. */
@@ -107,9 +107,9 @@ export const Summary = Schema.Struct({
   requests_per_second: Schema.NonNegative,
   latency_ms: Schema.NullOr(Latency),
   /** Final failures and rejections by reason. */
-  failure_reasons: Tally,
+  failure_reasons: CountsByReason,
   /** Attempts repeated, by what the server or the network answered (e.g. `http 503`, `http 429`, `connection error`). */
-  retry_causes: Tally,
+  retry_causes: CountsByReason,
   verification: Schema.NullOr(Verification),
   /** CPU time (user and system) the publisher spent while sending: its own cost, to set against the events. */
   send_cpu_seconds: Schema.NonNegative,

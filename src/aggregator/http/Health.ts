@@ -3,7 +3,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { AggregatorApi } from "../../domain/Api.js"
 import { VERSION } from "../../domain/Version.js"
-import { Stats } from "../ingest/Stats.js"
+import { Counters } from "../ingest/Counters.js"
 import { Broker } from "../live/Broker.js"
 import { Database } from "../storage/Database.js"
 import { Retention } from "../storage/Retention.js"
@@ -13,7 +13,7 @@ export const HealthLive = HttpApiBuilder.group(AggregatorApi, "health", (handler
   Effect.gen(function*() {
     const db = yield* Database
     const store = yield* EventStore
-    const stats = yield* Stats
+    const stats = yield* Counters
     const broker = yield* Broker
     const expiry = yield* Retention
     return handlers

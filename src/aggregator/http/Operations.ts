@@ -5,7 +5,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import { AggregatorApi } from "../../domain/Api.js"
 import { Batcher } from "../ingest/Batcher.js"
-import { Stats } from "../ingest/Stats.js"
+import { Counters } from "../ingest/Counters.js"
 import { Broker } from "../live/Broker.js"
 import { dashboardPage } from "../ops/Dashboard.js"
 import * as Metrics from "../ops/Metrics.js"
@@ -14,7 +14,7 @@ import { Database } from "../storage/Database.js"
 export const OperationsLive = HttpApiBuilder.group(AggregatorApi, "operations", (handlers) =>
   Effect.gen(function*() {
     const db = yield* Database
-    const stats = yield* Stats
+    const stats = yield* Counters
     const broker = yield* Broker
     const batcher = yield* Batcher
     // Gauges are read when scraped; counters and histograms move where their events happen.

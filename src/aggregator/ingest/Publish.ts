@@ -14,7 +14,7 @@ import { AggregatorConfig } from "../Config.js"
 import { eventKey, type NewEvent } from "../storage/EventStore.js"
 import { Batcher } from "./Batcher.js"
 import { ClientGone, readJsonBody } from "./Body.js"
-import { Stats } from "./Stats.js"
+import { Counters } from "./Counters.js"
 import { batchItems, GUARDED_DEPTH, validateItem } from "./Validation.js"
 
 /** What a publish answers with, or the error the framework encodes with the status its schema declares. */
@@ -44,7 +44,7 @@ export class Ingest extends Effect.Service<Ingest>()("Aggregator/Ingest", {
   effect: Effect.gen(function*() {
     const config = yield* AggregatorConfig
     const batcher = yield* Batcher
-    const stats = yield* Stats
+    const stats = yield* Counters
 
     const readBody = (request: HttpServerRequest.HttpServerRequest) =>
       readJsonBody(request, config.maxBodyBytes, config.acceptUntypedBodies)
@@ -124,5 +124,5 @@ export class Ingest extends Effect.Service<Ingest>()("Aggregator/Ingest", {
 
     return { publishOne, publishBatch } as const
   }),
-  dependencies: [Batcher.Default, Stats.Default]
+  dependencies: [Batcher.Default, Counters.Default]
 }) {}

@@ -8,7 +8,7 @@ import type { Announcements, ReplicaCounters, StoredEvent } from "../../domain/E
 import { replicateCounters } from "./ClusterStats.js"
 import { AggregatorConfig } from "../Config.js"
 import * as Metrics from "../ops/Metrics.js"
-import { Stats } from "../ingest/Stats.js"
+import { Counters } from "../ingest/Counters.js"
 import { StreamHub, takeGathered } from "./StreamHub.js"
 import { inProcess, overRedis } from "./Transport.js"
 
@@ -24,7 +24,7 @@ const PUBLISH_BATCH = 1000
 export class Broker extends Effect.Service<Broker>()("Aggregator/Broker", {
   scoped: Effect.gen(function*() {
     const config = yield* AggregatorConfig
-    const stats = yield* Stats
+    const stats = yield* Counters
     const hub = yield* StreamHub
     const buffer = yield* Queue.dropping<StoredEvent>(config.announceBufferEvents)
     const counts = yield* Ref.make<Announcements>({ published: 0, failed: 0 })
@@ -85,5 +85,5 @@ export class Broker extends Effect.Service<Broker>()("Aggregator/Broker", {
       cluster
     } as const
   }),
-  dependencies: [Stats.Default, StreamHub.Default]
+  dependencies: [Counters.Default, StreamHub.Default]
 }) {}

@@ -6,7 +6,7 @@ import type { UptimeStats } from "../../domain/Event.js"
 import { Batcher } from "../ingest/Batcher.js"
 import { Broker } from "../live/Broker.js"
 import { AggregatorConfig } from "../Config.js"
-import { Stats } from "../ingest/Stats.js"
+import { Counters } from "../ingest/Counters.js"
 
 export interface SummaryInput {
   readonly previous: UptimeStats
@@ -38,7 +38,7 @@ export const summaryFields = ({ current, previous, seconds }: SummaryInput) => {
 export const LogSummaryLive = Layer.scopedDiscard(
   Effect.gen(function*() {
     const config = yield* AggregatorConfig
-    const stats = yield* Stats
+    const stats = yield* Counters
     const batcher = yield* Batcher
     const broker = yield* Broker
     let previous = yield* stats.snapshot

@@ -7,7 +7,7 @@ import { AggregatorConfig } from "../../../src/aggregator/Config.js"
 import { Database } from "../../../src/aggregator/storage/Database.js"
 import { eventKey, EventStore, type Inserted, type NewEvent } from "../../../src/aggregator/storage/EventStore.js"
 import { Draining } from "../../../src/aggregator/ops/Lifecycle.js"
-import { Stats } from "../../../src/aggregator/ingest/Stats.js"
+import { Counters } from "../../../src/aggregator/ingest/Counters.js"
 import { Retention } from "../../../src/aggregator/storage/Retention.js"
 import { type Overloaded, StorageUnavailable } from "../../../src/domain/Errors.js"
 import type { StoredEvent } from "../../../src/domain/Event.js"
@@ -419,7 +419,7 @@ const httpOver = (store: Layer.Layer<EventStore>, env: Record<string, string>) =
     Layer.provideMerge(Retention.DefaultWithoutDependencies),
     Layer.provideMerge(store),
     Layer.provideMerge(noDatabase),
-    Layer.provideMerge(Stats.Default),
+    Layer.provideMerge(Counters.Default),
     Layer.provideMerge(Draining.Default),
     Layer.provideMerge(configLayer(env))
   ))

@@ -12,7 +12,7 @@ import { type AttemptFailure, keepRetryHeaders, timedOut, toAttemptFailure } fro
  * One aggregator's reads, through the client derived from the shared API; every call is one timed attempt.
  * The events themselves go out through the send loop (`SendLoop.ts`).
  */
-export class Aggregator extends Effect.Service<Aggregator>()("Publisher/Aggregator", {
+export class AggregatorClient extends Effect.Service<AggregatorClient>()("Publisher/AggregatorClient", {
   effect: Effect.gen(function*() {
     const settings = yield* PublisherSettings
     // no tracer is installed: trace headers on every request only cost CPU the load test needs

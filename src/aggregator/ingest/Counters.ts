@@ -24,7 +24,7 @@ export const addOutcome = (s: UptimeStats, o: Outcome): UptimeStats => ({
  * This process's counters. An event counts as received when its outcome is decided (stored, duplicate or
  * rejected). The Prometheus counters (`/metrics`) move in the same step as the `/stats` ones.
  */
-export class Stats extends Effect.Service<Stats>()("Aggregator/Stats", {
+export class Counters extends Effect.Service<Counters>()("Aggregator/Counters", {
   effect: Effect.gen(function*() {
     const counters = yield* Ref.make(zero)
     const storageFailures = yield* Ref.make(0)
