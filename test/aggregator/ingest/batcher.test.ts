@@ -1,6 +1,6 @@
 import { describe, expect, it, layer } from "@effect/vitest"
 import { HttpClient, HttpClientRequest } from "@effect/platform"
-import { ConfigProvider, Deferred, Effect, Either, Exit, FastCheck as fc, Layer, Logger, LogLevel, Stream } from "effect"
+import { ConfigProvider, Deferred, Effect, Either, Exit, FastCheck as fc, Layer, Logger, LogLevel } from "effect"
 import { Batcher } from "../../../src/aggregator/ingest/Batcher.js"
 import { Broker } from "../../../src/aggregator/live/Broker.js"
 import { AggregatorConfig } from "../../../src/aggregator/Config.js"
@@ -14,6 +14,7 @@ import type { StoredEvent } from "../../../src/domain/Event.js"
 import { routesOver } from "../../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 import { freshDatabase, query } from "../../support/database.js"
+import { eventStoreTest } from "../../support/fakes.js"
 
 // The writer's contract, checked against what the store was actually asked to do: every flush the store
 // receives is recorded with its members (the events, in flush order) and its outcome, and every answer a
@@ -126,20 +127,7 @@ const memoryStore = (plan: ReadonlyArray<FlushStep> = [], poisonTopic?: string, 
       return events.map((e) => winners.has(keyOf(e)) ? undefined : (winners.set(keyOf(e), e), rowOf(e, winners.size)))
     })
   const recorder = recording(write, plan)
-  const layer = Layer.succeed(
-    EventStore,
-    EventStore.make({
-      insertMany: recorder.insertMany,
-      list: () => Effect.succeed([]),
-      page: () => Effect.succeed({ events: [], last: undefined, more: false }),
-      exportNdjson: () => Effect.succeed(Stream.empty),
-      topicsJson: Effect.succeed("[]"),
-      topics: Effect.succeed([]),
-      forgetDeleted: () => Effect.void,
-      get: () => Effect.succeed(undefined),
-      totalRows: Effect.sync(() => winners.size)
-    })
-  )
+  const layer = eventStoreTest(recorder.insertMany, Effect.sync(() => winners.size))
   return { winners, layer, ...recorder }
 }
 

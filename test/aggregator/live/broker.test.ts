@@ -1,17 +1,18 @@
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Either, FastCheck as fc, Layer, Stream } from "effect"
+import { ConfigProvider, Effect, Either, FastCheck as fc, Layer } from "effect"
 import * as net from "node:net"
 import { afterAll, beforeAll, describe as plainDescribe, expect as plainExpect, it as plainIt } from "vitest"
 import { Batcher } from "../../../src/aggregator/ingest/Batcher.js"
 import { Broker } from "../../../src/aggregator/live/Broker.js"
 import { AggregatorConfig } from "../../../src/aggregator/Config.js"
-import { eventKey, EventStore, type NewEvent } from "../../../src/aggregator/storage/EventStore.js"
+import { eventKey, type NewEvent } from "../../../src/aggregator/storage/EventStore.js"
 import { sseFrame, type Tail } from "../../../src/aggregator/live/StreamHub.js"
 import { Overloaded, StorageUnavailable } from "../../../src/domain/Errors.js"
 import type { StoredEvent } from "../../../src/domain/Event.js"
 import { postJson, type Spawned, spawnAggregator, waitFor, withClient } from "../../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 import { freshDatabase } from "../../support/database.js"
+import { eventStoreTest } from "../../support/fakes.js"
 import { keyOf, sseClient, until } from "../../support/live.js"
 
 // Announcements and the live tail with the in-process broker (no REDIS_URL).
@@ -26,36 +27,26 @@ const ev = (key: number): NewEvent => ({ topic: "t", event_id: `k${key}`, timest
 const carelessStore = (failWhen: (events: ReadonlyArray<NewEvent>) => boolean) => {
   const stored = new Set<string>()
   let seq = 0
-  const layer = Layer.succeed(
-    EventStore,
-    EventStore.make({
-      insertMany: (events) =>
-        Effect.gen(function*() {
-          if (failWhen(events)) return yield* new StorageUnavailable({ message: "injected" })
-          return events.map((e): StoredEvent | undefined => {
-            const key = eventKey(e.topic, e.event_id)
-            if (stored.has(key)) return undefined
-            stored.add(key)
-            return {
-              seq: ++seq,
-              topic: e.topic,
-              event_id: e.event_id,
-              timestamp: e.timestamp,
-              source: e.source,
-              payload: null,
-              received_at: "2025-01-01T00:00:00.000000Z"
-            }
-          })
-        }),
-      list: () => Effect.succeed([]),
-      page: () => Effect.succeed({ events: [], last: undefined, more: false }),
-      exportNdjson: () => Effect.succeed(Stream.empty),
-      topicsJson: Effect.succeed("[]"),
-      topics: Effect.succeed([]),
-      forgetDeleted: () => Effect.void,
-      get: () => Effect.succeed(undefined),
-      totalRows: Effect.sync(() => stored.size)
-    })
+  const layer = eventStoreTest(
+    (events) =>
+      Effect.gen(function*() {
+        if (failWhen(events)) return yield* new StorageUnavailable({ message: "injected" })
+        return events.map((e): StoredEvent | undefined => {
+          const key = eventKey(e.topic, e.event_id)
+          if (stored.has(key)) return undefined
+          stored.add(key)
+          return {
+            seq: ++seq,
+            topic: e.topic,
+            event_id: e.event_id,
+            timestamp: e.timestamp,
+            source: e.source,
+            payload: null,
+            received_at: "2025-01-01T00:00:00.000000Z"
+          }
+        })
+      }),
+    Effect.sync(() => stored.size)
   )
   return { stored, layer }
 }
