@@ -53,8 +53,7 @@ export const requestIdOf = (incoming: string | undefined): string =>
  * query or the path's values is logged.
  */
 export const observeRequests = HttpMiddleware.make((app) =>
-  // Written without a generator: this runs on every request, and each Effect step shows on the hot path
-  // (measured with bench/compare.mjs). `onExit` also sees requests whose client went away (interruption).
+  // `onExit` also sees requests whose client went away (interruption).
   Effect.withFiberRuntime<
     Effect.Effect.Success<typeof app>,
     Effect.Effect.Error<typeof app>,

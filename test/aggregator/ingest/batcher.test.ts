@@ -14,7 +14,7 @@ import type { StoredEvent } from "../../../src/domain/Event.js"
 import { routesOver } from "../../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
 import { freshDatabase, query } from "../../support/database.js"
-import { eventStoreTest } from "../../support/fakes.js"
+import { databaseUnreachable, eventStoreTest } from "../../support/fakes.js"
 
 // The writer's contract, checked against what the store was actually asked to do: every flush the store
 // receives is recorded with its members (the events, in flush order) and its outcome, and every answer a
@@ -389,24 +389,13 @@ describe("Batcher (group commit)", () => {
 // ---- Through the real HTTP handlers: statuses and /stats ------------------------------------------------
 
 /** A database the HTTP routes under test never reach (the store is the fake one). */
-const noDatabase = Layer.succeed(
-  Database,
-  Database.make({
-    client: Effect.fail(new StorageUnavailable({ message: "no database in this test" })),
-    readiness: Effect.succeed({ status: "ready" as const, database: "postgresql" as const }),
-    awaitConnected: Effect.never,
-    poolUsage: Effect.succeedNone,
-    use: () => Effect.fail(new StorageUnavailable({ message: "no database in this test" }))
-  })
-)
-
 /** The aggregator's own routes, middleware, batcher, broker and counters, over a real loopback HTTP server. */
 const httpOver = (store: Layer.Layer<EventStore>, env: Record<string, string>) =>
   routesOver(Batcher.DefaultWithoutDependencies.pipe(
     Layer.provideMerge(Broker.Default),
     Layer.provideMerge(Retention.DefaultWithoutDependencies),
     Layer.provideMerge(store),
-    Layer.provideMerge(noDatabase),
+    Layer.provideMerge(databaseUnreachable),
     Layer.provideMerge(Counters.Default),
     Layer.provideMerge(Draining.Default),
     Layer.provideMerge(configLayer(env))

@@ -7,10 +7,10 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { PGlite } from "@electric-sql/pglite"
 import { AggregatorConfig } from "../../../src/aggregator/Config.js"
-import { Database } from "../../../src/aggregator/storage/Database.js"
 import { EventStore, type NewEvent } from "../../../src/aggregator/storage/EventStore.js"
 import { runMigrations } from "../../../src/aggregator/storage/Migrations.js"
 import * as PgliteClient from "../../../src/aggregator/storage/PgliteClient.js"
+import { databaseOver } from "../../support/fakes.js"
 
 let counter = 0
 const table = (prefix: string) => `${prefix}_${counter++}`
@@ -51,18 +51,6 @@ const otherTransaction = (sql: SqlClient.SqlClient, name: string) =>
   sql.withTransaction(sql`INSERT INTO ${sql(name)} VALUES ('b')`)
 
 const otherStatement = (sql: SqlClient.SqlClient, name: string) => sql`INSERT INTO ${sql(name)} VALUES ('c')`
-
-const fakeDatabase = (sql: SqlClient.SqlClient) =>
-  Layer.succeed(
-    Database,
-    Database.make({
-      client: Effect.succeed(sql),
-      readiness: Effect.succeed({ status: "ready" as const, database: "postgresql" }),
-      awaitConnected: Effect.succeed(sql),
-      poolUsage: Effect.succeedNone,
-      use: (f) => Effect.orDie(f(sql))
-    })
-  )
 
 const newEvent = (topic: string, event_id: string, payload: unknown = null): NewEvent => ({
   topic,
@@ -195,7 +183,7 @@ layer(PgliteClient.layer({ dataDir: undefined }), { excludeTestServices: true, t
         expect(first.map(([id, name]) => [id, name])).toEqual([[1, "create_events"], [2, "topics_and_filters"]])
         expect(yield* Effect.provideService(runMigrations, SqlClient.SqlClient, sql)).toEqual([])
 
-        const store = yield* Effect.provide(EventStore, EventStore.DefaultWithoutDependencies.pipe(Layer.provide(fakeDatabase(sql))))
+        const store = yield* Effect.provide(EventStore, EventStore.DefaultWithoutDependencies.pipe(Layer.provide(databaseOver(sql))))
         const batch = [newEvent("t", "1", { a: [1] }), newEvent("t", "2"), newEvent("t", "1"), newEvent("u", "1")]
         expect((yield* store.insertMany(batch)).map((row) => row !== undefined)).toEqual([true, true, false, true])
         expect((yield* store.insertMany([newEvent("t", "2"), newEvent("t", "3")])).map((row) => row !== undefined)).toEqual([false, true])
