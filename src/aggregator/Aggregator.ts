@@ -5,6 +5,7 @@ import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as Layer from "effect/Layer"
 import { AggregatorConfig } from "./Config.js"
+import { FastIngestLive } from "./http/FastIngest.js"
 import { ApiMiddlewareLive } from "./http/Middleware.js"
 import { ApiLive, NodeServerLive, ServeLive } from "./http/Server.js"
 import { Batcher } from "./ingest/Batcher.js"
@@ -43,7 +44,8 @@ export const AggregatorLive = DrainOnShutdownLive.pipe(
       HttpServer.withLogAddress,
       // No span exporter is configured, so per-request server spans are pure cost (URL parsing, header
       // redaction, attributes) on the hot path.
-      HttpMiddleware.withTracerDisabledWhen(() => true)
+      HttpMiddleware.withTracerDisabledWhen(() => true),
+      Layer.merge(FastIngestLive)
     )
   ),
   Layer.provideMerge(NodeServerLive),

@@ -121,6 +121,8 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       acceptUntypedBodies: yield* Config.boolean("ACCEPT_UNTYPED_BODIES").pipe(Config.withDefault(false)),
       retryAfterSeconds: yield* positiveInt("RETRY_AFTER_SECONDS", 1),
       dbRetryMaxDelayMs: yield* positiveInt("DB_RETRY_MAX_DELAY_MS", 5000),
+      // single events in their common case are answered beneath the HTTP framework (http/FastIngest.ts)
+      fastIngest: yield* Config.boolean("FAST_INGEST").pipe(Config.withDefault(true)),
       groupCommit: yield* Config.boolean("GROUP_COMMIT").pipe(Config.withDefault(true)),
       flushWindowMs: yield* Config.integer("FLUSH_WINDOW_MS").pipe(
         Config.validate({ message: "FLUSH_WINDOW_MS must be 0 or more", validation: (n) => n >= 0 }),

@@ -17,7 +17,7 @@ const sha256 = (text: string) => createHash("sha256").update(text).digest()
  * not depend on which key matched or how much of one did. The header is read whole (the scheme in any
  * case, spaces around the token), not only the part the framework's bearer decoding slices off.
  */
-const bearerCheck = (keys: ReadonlyArray<Redacted.Redacted<string>>) => {
+export const bearerCheck = (keys: ReadonlyArray<Redacted.Redacted<string>>) => {
   const digests = keys.map((key) => sha256(Redacted.value(key)))
   return (authorization: string | undefined): boolean => {
     const token = authorization === undefined ? undefined : /^\s*Bearer +(\S+) *$/i.exec(authorization)?.[1]

@@ -123,9 +123,20 @@ const uploadBudget = (limits: ConnectionLimits) => {
  * header and whole-request deadlines (408), a cap on open connections (further ones are closed at once),
  * lingering close after an early answer, and no `100 Continue` for a body whose declared length is already
  * over MAX_BODY_BYTES (the 413 comes instead, before the client sends it), and a bound on the memory that
- * bodies still arriving hold (`uploadBudget`).
+ * bodies still arriving hold (`uploadBudget`). Then the front door, if one is set, and the HTTP app.
  */
-export const makeServer = (limits: ConnectionLimits): Server => {
+/**
+ * What may answer a request before the HTTP app does: given the request, its response and `next` (which hands
+ * the request to the app), it answers `true` when it has taken the request, `false` to let the app have it.
+ */
+export type FrontDoor = (request: IncomingMessage, response: ServerResponse, next: () => void) => boolean
+
+/** The front door a server consults, set once the services it needs are built (see `http/FastIngest.ts`). */
+export interface FrontDoorSlot {
+  current: FrontDoor | undefined
+}
+
+export const makeServer = (limits: ConnectionLimits, front: FrontDoorSlot = { current: undefined }): Server => {
   const server = createServer({
     keepAliveTimeout: 5_000,
     ServerResponse: AnsweringResponse,
@@ -141,8 +152,11 @@ export const makeServer = (limits: ConnectionLimits): Server => {
   const emit = server.emit.bind(server) as (event: string, ...args: Array<any>) => boolean
   const admitted = new WeakSet<IncomingMessage>()
   server.emit = ((event: string, ...args: Array<any>) => {
-    if (event === "request" && !admitted.has(args[0]) && admit(args[0], args[1]) === "refused") return true
-    return emit(event, ...args)
+    if (event !== "request") return emit(event, ...args)
+    const [request, response] = args as [IncomingMessage, ServerResponse]
+    if (!admitted.has(request) && admit(request, response) === "refused") return true
+    if (front.current !== undefined && front.current(request, response, () => emit("request", request, response))) return true
+    return emit("request", request, response)
   }) as typeof server.emit
   // With a listener here Node sends no `100 Continue` by itself: it is sent only to a body that is let in.
   server.on("checkContinue", (request: IncomingMessage, response: ServerResponse) => {

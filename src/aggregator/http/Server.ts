@@ -7,7 +7,8 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { AggregatorApi } from "../../domain/Api.js"
 import { AggregatorConfig } from "../Config.js"
-import { makeServer } from "./Connections.js"
+import { type FrontDoorSlot, makeServer } from "./Connections.js"
+import { FrontDoorSlotTag } from "./FastIngest.js"
 import { AuthorizationLive } from "./Authorization.js"
 import { EventsLive } from "./Events.js"
 import { HealthLive } from "./Health.js"
@@ -52,10 +53,12 @@ export const ServeLive = Layer.unwrapEffect(
 /** The Node HTTP server on the configured host and port. Closing it waits for in-flight requests. */
 export const NodeServerLive = Layer.unwrapEffect(
   Effect.map(AggregatorConfig, (config) => {
-    const server = makeServer(config)
-    return Layer.merge(
+    const slot: FrontDoorSlot = { current: undefined }
+    const server = makeServer(config, slot)
+    return Layer.mergeAll(
       NodeHttpServer.layer(() => server, { port: config.port, host: config.host }),
-      Layer.succeed(NodeServer, server)
+      Layer.succeed(NodeServer, server),
+      Layer.succeed(FrontDoorSlotTag, slot)
     )
   })
 )

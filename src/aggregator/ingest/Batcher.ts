@@ -1,5 +1,6 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import type { StoredEvent } from "../../domain/Event.js"
 import { Overloaded, StorageUnavailable } from "../../domain/Errors.js"
@@ -16,11 +17,12 @@ const nextIoTurn = Effect.async<void>((resume) => {
   return Effect.sync(() => clearImmediate(handle))
 })
 
-type Answer = Effect.Effect<Inserted, StorageUnavailable>
+/** How a submission ends: the rows it stored, or why nothing was (an Either is also an Effect). */
+export type Outcome = Either.Either<Inserted, Overloaded | StorageUnavailable>
 
 interface Pending {
   readonly events: ReadonlyArray<NewEvent>
-  readonly answer: (outcome: Answer) => void
+  readonly answer: (outcome: Outcome) => void
 }
 
 /** What the group commit holds between submissions and flushes. */
@@ -102,12 +104,12 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
             for (const row of rows) if (row !== undefined) fresh.push(row)
             let offset = 0
             for (const p of batch) {
-              p.answer(Effect.succeed(batch.length === 1 ? rows : rows.slice(offset, offset + p.events.length)))
+              p.answer(Either.right(batch.length === 1 ? rows : rows.slice(offset, offset + p.events.length)))
               offset += p.events.length
             }
             return fresh.length > 0 ? broker.announce(fresh) : Effect.void
           }
-          const failure = Effect.fail(new StorageUnavailable({ message: "the write did not commit; retry later" }))
+          const failure = Either.left(new StorageUnavailable({ message: "the write did not commit; retry later" }))
           for (const p of batch) p.answer(failure)
           // A storage error was logged where it happened; anything else is a bug and must be seen.
           const logged = Cause.isFailType(exit.cause) && exit.cause.error._tag === "StorageUnavailable"
@@ -141,7 +143,7 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         state.closing = true
-        const refused = Effect.fail(new StorageUnavailable({ message: "the aggregator is shutting down; retry" }))
+        const refused = Either.left(new StorageUnavailable({ message: "the aggregator is shutting down; retry" }))
         for (const p of state.waiting) p.answer(refused)
         state.waiting = []
         state.waitingEvents = 0
@@ -149,26 +151,30 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     )
 
     /**
-     * Stores the events (in gathered transactions) and returns, per position, the row this call stored, or
-     * undefined for a duplicate. Across submissions the earlier one wins. A submission is never split across
-     * transactions: one larger than `flushMaxEvents` is a flush of its own, stored whole or not at all.
+     * Stores the events (in gathered transactions) and calls `answer` once with, per position, the row this
+     * call stored, or undefined for a duplicate. Across submissions the earlier one wins. A submission is never
+     * split across transactions: one larger than `flushMaxEvents` is a flush of its own, stored whole or not
+     * at all. Synchronous, for callers outside a fiber (the ingest front door); `submit` is its Effect.
      */
+    const offer = (events: ReadonlyArray<NewEvent>, answer: (outcome: Outcome) => void): void => {
+      if (events.length === 0) return answer(Either.right([]))
+      if (state.closing) return answer(Either.left(new StorageUnavailable({ message: "the aggregator is shutting down; retry" })))
+      // A submission larger than the whole cap is admitted when nothing else waits, so it is never refused forever.
+      if (state.pending > 0 && state.pending + events.length > config.maxPendingEvents) {
+        return answer(Either.left(new Overloaded({ message: "too many events are waiting to be written; retry later" })))
+      }
+      state.pending += events.length
+      state.waitingEvents += events.length
+      state.waiting.push({ events, answer })
+      poke()
+    }
+
     const submit = (events: ReadonlyArray<NewEvent>): Effect.Effect<Inserted, Overloaded | StorageUnavailable> =>
-      Effect.async((resume) => {
-        if (events.length === 0) return resume(Effect.succeed([]))
-        if (state.closing) return resume(Effect.fail(new StorageUnavailable({ message: "the aggregator is shutting down; retry" })))
-        // A submission larger than the whole cap is admitted when nothing else waits, so it is never refused forever.
-        if (state.pending > 0 && state.pending + events.length > config.maxPendingEvents) {
-          return resume(Effect.fail(new Overloaded({ message: "too many events are waiting to be written; retry later" })))
-        }
-        state.pending += events.length
-        state.waitingEvents += events.length
-        state.waiting.push({ events, answer: resume })
-        poke()
-      })
+      Effect.async((resume) => offer(events, resume))
 
     return {
       submit,
+      offer,
       pendingEvents: Effect.sync(() => state.pending)
     } as const
   }),

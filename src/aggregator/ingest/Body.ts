@@ -7,7 +7,7 @@ import * as Zlib from "node:zlib"
 import { PayloadTooLarge, UnsupportedMediaType, ValidationFailed } from "../../domain/Errors.js"
 import { scanJson } from "./JsonKeys.js"
 
-const jsonType = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i
+export const jsonType = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i
 
 /** The client went away before its whole body arrived: there is no event, and nobody to answer. */
 export class ClientGone extends Data.TaggedError("ClientGone") {}
@@ -79,6 +79,14 @@ export const parseJson = (bytes: Uint8Array): JsonBody | ValidationFailed => {
   }
 }
 
+// Bodies already read in full by the front door (`http/FastIngest.ts`) before it handed the request on.
+const alreadyRead = new WeakMap<Readable, Buffer>()
+
+/** Hands a request's whole (identity-encoded) body, already read, to `readJsonBody`, which then reads nothing. */
+export const setReadBody = (incoming: Readable, bytes: Buffer): void => {
+  alreadyRead.set(incoming, bytes)
+}
+
 /**
  * Reads and parses a JSON request body once, under our own rules: it must be declared JSON (415 for another
  * content type or none, unless `acceptUntyped`), gzip/deflate is decoded with the byte limit applied to the
@@ -122,7 +130,11 @@ export const readJsonBody = (
     )
 
   if (encoding === "" || encoding === "identity") {
-    return declared > maxBytes ? Effect.fail(tooLarge()) : decode(incoming)
+    if (declared > maxBytes) return Effect.fail(tooLarge())
+    const read = alreadyRead.get(incoming)
+    if (read === undefined) return decode(incoming)
+    const parsed = parseJson(read)
+    return parsed instanceof ValidationFailed ? Effect.fail(parsed) : Effect.succeed(parsed)
   }
   if (encoding === "gzip" || encoding === "x-gzip" || encoding === "deflate") {
     return Effect.acquireUseRelease(

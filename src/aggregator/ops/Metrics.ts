@@ -41,6 +41,11 @@ export const storageFailures = Metric.counter("aggregator_storage_failures_total
   incremental: true
 })
 
+export const fastIngestRequests = Metric.counter("aggregator_fast_ingest_requests_total", {
+  description: "Single-event publishes answered by the ingest front door, beneath the HTTP framework (FAST_INGEST).",
+  incremental: true
+})
+
 export const exportedEvents = Metric.counter("aggregator_exported_events_total", {
   description: "Events read from storage for GET /events/export answers (a client that goes away stops the reading).",
   incremental: true

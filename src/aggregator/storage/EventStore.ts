@@ -192,7 +192,7 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
           }
           return result
         })
-      }).pipe(Effect.withSpan("EventStore.insertMany", { attributes: { events: events.length } }))
+      }).pipe(Effect.withSpan("EventStore.insertMany", { attributes: { events: events.length }, captureStackTrace: false }))
 
     const list = (options: EventFilter & { readonly limit: number; readonly before?: number }) =>
       db.use((sql) =>
