@@ -50,5 +50,8 @@ export const AggregatorLive = DrainOnShutdownLive.pipe(
   ),
   Layer.provideMerge(NodeServerLive),
   Layer.provideMerge(ServicesLive),
-  Layer.provide(AggregatorConfig.Default)
+  Layer.provide(AggregatorConfig.Default),
+  // No span exporter is configured, so spans (every SQL statement makes some) are pure cost: with the tracer
+  // off, Effect makes no-op spans
+  Layer.provide(Layer.setTracerEnabled(false))
 )

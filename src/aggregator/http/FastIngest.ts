@@ -24,8 +24,6 @@ import { requestIdOf } from "./Observe.js"
 export class FrontDoorSlotTag extends Context.Tag("Aggregator/FrontDoorSlot")<FrontDoorSlotTag, FrontDoorSlot>() {}
 
 const route = "POST /publish"
-const storedOne = { processed: 1, duplicates: 0, rejected: 0 } as const
-const duplicateOne = { processed: 0, duplicates: 1, rejected: 0 } as const
 
 const encodeStorageUnavailable = Schema.encodeSync(StorageUnavailable)
 const encodeOverloaded = Schema.encodeSync(Overloaded)
@@ -57,8 +55,18 @@ export const FastIngestLive = Layer.scopedDiscard(
     const draining = yield* Draining
     const runSync = Runtime.runSync(yield* Effect.runtime<never>())
     const authorised = config.apiKeys.length === 0 ? () => true : bearerCheck(config.apiKeys)
-    const recordStored = counters.record(storedOne)
-    const recordDuplicate = counters.record(duplicateOne)
+    // The outcomes a flush's answers decide are added to the counters in one step, in a microtask queued by
+    // the first of them: it runs before the event loop reads another request, so a client that has its
+    // answer and asks `/stats` next sees its event counted.
+    const decided = { processed: 0, duplicates: 0, rejected: 0 }
+    let queued = false
+    const count = () => {
+      queued = false
+      const outcome = { ...decided }
+      decided.processed = 0
+      decided.duplicates = 0
+      runSync(counters.record(outcome))
+    }
     yield* Metrics.register(Metrics.fastIngestRequests)
 
     const answer = (response: ServerResponse, started: number, requestId: string, status: number, body: string, retry: boolean) => {
@@ -127,7 +135,12 @@ export const FastIngestLive = Layer.scopedDiscard(
             return answer(response, started, requestId, overloadedStatus, JSON.stringify(encodeOverloaded(e)), true)
           }
           const stored = outcome.right[0] !== undefined
-          runSync(stored ? recordStored : recordDuplicate)
+          if (stored) decided.processed++
+          else decided.duplicates++
+          if (!queued) {
+            queued = true
+            queueMicrotask(count)
+          }
           if (response.destroyed) {
             Metrics.requestDurationOf(route, 499).unsafeUpdate((performance.now() - started) / 1000, [])
             return
