@@ -70,7 +70,9 @@ export const FastIngestLive = Layer.scopedDiscard(
     yield* Metrics.register(Metrics.fastIngestRequests)
 
     const answer = (response: ServerResponse, started: number, requestId: string, status: number, body: string, retry: boolean) => {
-      Metrics.requestDurationOf(route, status).unsafeUpdate((performance.now() - started) / 1000, [])
+      // 499 (nginx's "client closed request"), as the endpoint counts a client that left before its answer
+      Metrics.requestDurationOf(route, response.destroyed ? 499 : status).unsafeUpdate((performance.now() - started) / 1000, [])
+      if (response.destroyed) return
       Metrics.fastIngestRequests.unsafeUpdate(1, [])
       const headers: Record<string, string | number> = {
         "x-request-id": requestId,
@@ -140,10 +142,6 @@ export const FastIngestLive = Layer.scopedDiscard(
           if (!queued) {
             queued = true
             queueMicrotask(count)
-          }
-          if (response.destroyed) {
-            Metrics.requestDurationOf(route, 499).unsafeUpdate((performance.now() - started) / 1000, [])
-            return
           }
           answer(
             response,
