@@ -128,6 +128,14 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
         Config.validate({ message: "FLUSH_WINDOW_MS must be 0 or more", validation: (n) => n >= 0 }),
         Config.withDefault(0)
       ),
+      // Under load, a flush waits up to FLUSH_BUSY_WINDOW_MS for the clients the previous one just answered, when
+      // that one held at least FLUSH_BUSY_EVENTS events (like PostgreSQL's commit_delay and commit_siblings): fewer,
+      // larger commits, and no wait at all while requests come one at a time. 0 turns it off.
+      flushBusyWindowMs: yield* Config.integer("FLUSH_BUSY_WINDOW_MS").pipe(
+        Config.validate({ message: "FLUSH_BUSY_WINDOW_MS must be 0 or more", validation: (n) => n >= 0 }),
+        Config.withDefault(1)
+      ),
+      flushBusyEvents: yield* positiveInt("FLUSH_BUSY_EVENTS", 8),
       flushMaxEvents: yield* positiveInt("FLUSH_MAX_EVENTS", 1000),
       // PGlite runs one statement at a time, so a second flush in flight would only split the batches
       flushConcurrency: yield* positiveInt("FLUSH_CONCURRENCY", embedded ? 1 : 4),

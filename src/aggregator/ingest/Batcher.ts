@@ -37,6 +37,8 @@ interface Gathering {
   closing: boolean
   /** resumes the writer fiber parked until a flush is due */
   wake: (() => void) | undefined
+  /** events in the flush taken last */
+  lastFlushEvents: number
 }
 
 /**
@@ -62,7 +64,7 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     // already waiting: so batches grow with the load, and extra concurrent flushes are used only when one
     // flush at a time cannot keep up.
     // Touched only synchronously (inside `Effect.sync`/`Effect.async` callbacks), so one plain record is enough.
-    const state: Gathering = { waiting: [], waitingEvents: 0, inFlight: 0, pending: 0, closing: false, wake: undefined }
+    const state: Gathering = { waiting: [], waitingEvents: 0, inFlight: 0, pending: 0, closing: false, wake: undefined, lastFlushEvents: 0 }
     const ready = () => state.waiting.length > 0 && (state.inFlight === 0 || state.waitingEvents >= cap || !config.groupCommit)
     const poke = () => {
       if (state.wake !== undefined && ready()) {
@@ -86,6 +88,7 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
       const batch = n === state.waiting.length ? state.waiting : state.waiting.slice(0, n)
       state.waiting = n === state.waiting.length ? [] : state.waiting.slice(n)
       state.waitingEvents -= size
+      state.lastFlushEvents = size
       state.inFlight++
       return batch
     }
@@ -133,7 +136,14 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     yield* slots.take(1).pipe(
       Effect.zipRight(work),
       Effect.zipRight(gathering),
-      Effect.zipRight(config.groupCommit && config.flushWindowMs > 0 ? Effect.sleep(config.flushWindowMs) : Effect.void),
+      Effect.zipRight(Effect.suspend(() => {
+        if (!config.groupCommit) return Effect.void
+        if (config.flushWindowMs > 0) return Effect.sleep(config.flushWindowMs)
+        // busy: the clients the last flush answered are sending again; let them join this one
+        return state.lastFlushEvents >= config.flushBusyEvents && config.flushBusyWindowMs > 0 && state.waitingEvents < cap
+          ? Effect.sleep(config.flushBusyWindowMs)
+          : Effect.void
+      })),
       Effect.flatMap(() => Effect.forkIn(flush(take()), scope)),
       Effect.forever,
       Effect.forkScoped
