@@ -1,6 +1,5 @@
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
 import * as Deferred from "effect/Deferred"
@@ -16,6 +15,7 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import { type BatchItemResult, type EventInput, Issue } from "../domain/Event.js"
 import { makeClient } from "./Client.js"
+import * as SocketHttpClient from "./SocketHttpClient.js"
 import {
   type AttemptFailure,
   type BackoffPolicy,
@@ -337,10 +337,6 @@ const make = (options: PublisherOptions) =>
     } as const
   })
 
-// node:http kept alive: one connection a request in flight, reused
-const keepAliveClient = NodeHttpClient.layerWithoutAgent.pipe(
-  Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: true }))
-)
 
 /**
  * Publishes events to an aggregator in batches: `publish` completes when its event is durably stored.
@@ -350,7 +346,7 @@ const keepAliveClient = NodeHttpClient.layerWithoutAgent.pipe(
  */
 export class Publisher extends Effect.Service<Publisher>()("Client/Publisher", {
   scoped: make,
-  dependencies: [keepAliveClient]
+  dependencies: [SocketHttpClient.layer]
 }) {
   /** Configured from AGGREGATOR_URL, API_KEY and PUBLISH_* (see `publisherConfig`). */
   static readonly fromConfig = Layer.unwrapEffect(Effect.map(publisherConfig, (options) => Publisher.Default(options)))
