@@ -75,8 +75,13 @@ class SocketResponse extends Inspectable.Class implements HttpClientResponse.Htt
   }
 
   get arrayBuffer(): Effect.Effect<ArrayBuffer, HttpClientError.ResponseError> {
-    // `bytesBody` gives each answer a buffer of its own, exactly the body's size
-    return Effect.succeed(this.answer.body.buffer as ArrayBuffer)
+    const body = this.answer.body
+    // `bytesBody` gives each answer a buffer of its own, exactly the body's size: no copy then
+    return Effect.succeed(
+      body.byteOffset === 0 && body.byteLength === body.buffer.byteLength
+        ? body.buffer as ArrayBuffer
+        : body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength) as ArrayBuffer
+    )
   }
 
   get stream(): Stream.Stream<Uint8Array, HttpClientError.ResponseError> {

@@ -331,15 +331,7 @@ const startGate = async (target: string, isOpen: () => boolean) => {
       go()
     })
   })
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        server.closeAllConnections()
-      })
-  }
+  return listening(server)
 }
 
 /** Passes each request on and rewrites each JSON answer to a batch with `rewrite`. */
@@ -361,6 +353,11 @@ const startRewriter = async (target: string, rewrite: (answer: any) => unknown) 
       upstream.end(Buffer.concat(chunks))
     })
   })
+  return listening(server)
+}
+
+/** Listens on a free loopback port; `close` ends every connection too. */
+const listening = async (server: Server) => {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
