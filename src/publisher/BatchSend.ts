@@ -43,9 +43,10 @@ const countSettled = (tally: Tally, keys: Int32Array, count: number, settled: Se
 
 /**
  * Batch mode: the workload through the client library's `Publisher`, which gathers the events into
- * `--batch-size` batches, `--concurrency` requests in flight. Twice as many producers as requests keep its
- * buffer full, each handing it one batch's worth of events and counting each outcome. Resolves to when the
- * first events went out and the last were settled, as `SendLoop` reports them for single mode.
+ * `--batch-size` batches, `--concurrency` requests in flight. One producer more than there are requests keeps its
+ * buffer full, each handing it one batch's worth of keys (`publishEach` makes the events when it encodes them)
+ * and counting each outcome. Resolves to when the first events went out and the last were settled, as `SendLoop`
+ * reports them for single mode.
  */
 export const sendBatches = (workload: Workload, tally: Tally, retry: RetryOptions) =>
   Effect.gen(function*() {
