@@ -1,12 +1,12 @@
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
@@ -16,6 +16,7 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import { type BatchItemResult, type EventInput, Issue } from "../domain/Event.js"
 import { makeClient } from "./Client.js"
+import * as SocketHttpClient from "./SocketHttpClient.js"
 import {
   type AttemptFailure,
   type BackoffPolicy,
@@ -120,16 +121,44 @@ export const publisherConfig: Config.Config<PublisherOptions> = Config.all({
   )
 })
 
-/** Callers waiting for a group of events they published together. */
-interface Waiter {
-  readonly outcomes: Array<Outcome>
-  remaining: number
-  readonly done: Deferred.Deferred<ReadonlyArray<Outcome>>
+/** An event's status in `Settled.statuses`. */
+export const SettledStatus = { processed: 0, dropped_duplicate: 1, rejected: 2, failed: 3 } as const
+
+/**
+ * How the events of one `publishEach` settled, in a few bytes an event: a status code (`SettledStatus`) and
+ * the requests it took (at most 255 counted), with an error object only for the events not stored.
+ */
+export interface Settled {
+  readonly statuses: Uint8Array
+  readonly attempts: Uint8Array
+  /** Why each rejected or failed event was not stored, by index. */
+  readonly errors: ReadonlyMap<number, PublishError>
 }
 
-/** Events `from`…`to` (exclusive) of one `publishAll` call; each event's outcome goes to its own index. */
+/** Event `index` of a `publishEach` as an `Outcome`, the shape `publishAll` gives. */
+export const outcomeAt = (settled: Settled, index: number): Outcome => {
+  const status = settled.statuses[index]
+  if (status === SettledStatus.processed || status === SettledStatus.dropped_duplicate) {
+    return Either.right({
+      status: status === SettledStatus.processed ? "processed" : "dropped_duplicate",
+      attempts: settled.attempts[index]
+    })
+  }
+  return Either.left(settled.errors.get(index)!)
+}
+
+/** Callers waiting for a group of events they published together. */
+interface Waiter {
+  readonly statuses: Uint8Array
+  readonly attempts: Uint8Array
+  readonly errors: Map<number, PublishError>
+  remaining: number
+  readonly done: Deferred.Deferred<Settled>
+}
+
+/** Events `from`…`to` (exclusive) of one `publishEach` call; each event's outcome goes to its own index. */
 interface Part {
-  readonly events: ReadonlyArray<EventInput>
+  readonly eventAt: (index: number) => EventInput
   readonly from: number
   readonly to: number
   readonly waiter: Waiter
@@ -137,33 +166,51 @@ interface Part {
 
 const closedMessage = "the publisher is closed"
 
-const failedAll = (events: ReadonlyArray<EventInput>, message: string, attempts: number): Array<Outcome> =>
-  events.map((e) => Either.left(new DeliveryFailed({ topic: e.topic, event_id: e.event_id, message, attempts })))
-
-/** Each event's outcome from a batch answer; an event the answer does not account for failed. */
-const outcomesOf = (
-  events: ReadonlyArray<EventInput>,
-  results: ReadonlyArray<BatchItemResult>,
-  attempts: number
-): Array<Outcome> => {
-  const processed: Outcome = Either.right({ status: "processed", attempts })
-  const duplicate: Outcome = Either.right({ status: "dropped_duplicate", attempts })
-  const byIndex = new Array<BatchItemResult | undefined>(events.length)
-  for (const r of results) if (Number.isInteger(r.index) && r.index >= 0 && r.index < events.length) byIndex[r.index] = r
-  return events.map((event, i): Outcome => {
-    const r = byIndex[i]
-    const { event_id, topic } = event
-    if (r === undefined || r.topic !== topic || r.event_id !== event_id) {
-      return Either.left(new DeliveryFailed({ topic, event_id, message: "the answer did not account for the event", attempts }))
-    }
-    if (r.status === "rejected") {
-      const issues = r.errors ?? []
-      const message = issues.length > 0 ? issues.map((e) => e.message).join("; ") : "rejected"
-      return Either.left(new EventRejected({ topic, event_id, message, issues }))
-    }
-    return r.status === "processed" ? processed : duplicate
-  })
+const settleOne = (waiter: Waiter, index: number, status: number, attempts: number, error?: PublishError) => {
+  waiter.statuses[index] = status
+  waiter.attempts[index] = Math.min(attempts, 255)
+  if (error !== undefined) waiter.errors.set(index, error)
+  if (--waiter.remaining === 0) {
+    Deferred.unsafeDone(waiter.done, Effect.succeed({ statuses: waiter.statuses, attempts: waiter.attempts, errors: waiter.errors }))
+  }
 }
+
+/**
+ * Two 32-bit hashes (FNV-1a and a multiplicative one) of an event's topic and id: what a batch keeps of each
+ * event to check that the answer names it, so that no event object is held while its request is in flight.
+ */
+const hashId = (topic: string, eventId: string, out: Int32Array, at: number): void => {
+  let a = 0x811c9dc5 | 0, b = 0x2545f491 | 0
+  const mix = (code: number) => {
+    a = Math.imul(a ^ code, 0x01000193)
+    b = Math.imul(b + code, 0x5bd1e995) ^ (b >>> 13)
+  }
+  for (let i = 0; i < topic.length; i++) mix(topic.charCodeAt(i))
+  mix(0x10000)
+  for (let i = 0; i < eventId.length; i++) mix(eventId.charCodeAt(i))
+  out[2 * at] = a
+  out[2 * at + 1] = b
+}
+
+const namesEvent = (r: BatchItemResult, hashes: Int32Array, at: number, scratch: Int32Array): boolean => {
+  if (r.topic === null || r.event_id === null) return false
+  hashId(r.topic, r.event_id, scratch, 0)
+  return scratch[0] === hashes[2 * at] && scratch[1] === hashes[2 * at + 1]
+}
+
+/**
+ * The events of the request being encoded in this fiber. The derived client holds its payload until the answer
+ * is decoded; the batch's array is emptied as soon as the request is encoded, so that its events (made anew for
+ * each attempt) die young instead of being copied from one young-generation collection to the next.
+ */
+const lentEvents = FiberRef.unsafeMake<Array<EventInput> | undefined>(undefined)
+
+const returnLentEvents = HttpClient.tapRequest(() =>
+  Effect.flatMap(FiberRef.get(lentEvents), (events) =>
+    Effect.sync(() => {
+      if (events !== undefined) events.length = 0
+    }))
+)
 
 const make = (options: PublisherOptions) =>
   Effect.gen(function*() {
@@ -175,7 +222,11 @@ const make = (options: PublisherOptions) =>
     const onAttempt = options.onAttempt
     const schedule = retrySchedule(options.backoff ?? defaultBackoff, maxRetries)
 
-    const base = (yield* HttpClient.HttpClient).pipe(keepRetryHeaders, HttpClient.withTracerPropagation(false))
+    const base = (yield* HttpClient.HttpClient).pipe(
+      keepRetryHeaders,
+      HttpClient.withTracerPropagation(false),
+      returnLentEvents
+    )
     const apiKey = options.apiKey
     const http = apiKey === undefined ? base : HttpClient.mapRequest(base, HttpClientRequest.bearerToken(apiKey))
     const client = yield* makeClient(options.url.replace(/\/+$/, "")).pipe(
@@ -193,35 +244,52 @@ const make = (options: PublisherOptions) =>
     const closing = yield* Deferred.make<void>()
     const drained = yield* Deferred.make<void>()
 
-    const settle = (parts: ReadonlyArray<Part>, outcomes: ReadonlyArray<Outcome>) =>
-      Effect.suspend(() => {
-        let j = 0
-        for (const { from, to, waiter } of parts) {
-          for (let i = from; i < to; i++) waiter.outcomes[i] = outcomes[j++]
-          waiter.remaining -= to - from
-          if (waiter.remaining === 0) Deferred.unsafeDone(waiter.done, Effect.succeed(waiter.outcomes))
-        }
-        return Ref.updateAndGet(unsettled, (n) => n - outcomes.length)
-      }).pipe(
-        Effect.tap(room.release(outcomes.length)),
+    const settled = (count: number) =>
+      Ref.updateAndGet(unsettled, (n) => n - count).pipe(
+        Effect.tap(room.release(count)),
         Effect.flatMap((left) =>
           left === 0 ? Effect.flatMap(Deferred.isDone(closing), (closed) => closed ? Deferred.succeed(drained, void 0) : Effect.void) : Effect.void
         )
       )
 
     const send = (parts: ReadonlyArray<Part>) => {
-      const events: Array<EventInput> = []
-      for (const part of parts) for (let i = part.from; i < part.to; i++) events.push(part.events[i])
+      let size = 0
+      for (const part of parts) size += part.to - part.from
+      const hashes = new Int32Array(2 * size)
+      const scratch = new Int32Array(2)
+      /** Event `at` of the batch, made again (only for the errors of events that were not stored). */
+      const eventAt = (at: number): EventInput => {
+        for (const part of parts) {
+          if (at < part.to - part.from) return part.eventAt(part.from + at)
+          at -= part.to - part.from
+        }
+        throw new Error("Publisher: no such event in the batch")
+      }
+      const settle = (at: number, status: number, error?: PublishError) => {
+        for (const part of parts) {
+          if (at < part.to - part.from) return settleOne(part.waiter, part.from + at, status, attempts, error)
+          at -= part.to - part.from
+        }
+      }
       let attempts = 0
       let started = 0
       const report = (failure: AttemptFailure | undefined) => {
         if (onAttempt === undefined) return
         const retrying = failure !== undefined && classify(failure) === "retry" && attempts <= maxRetries
-        onAttempt({ events: events.length, attempt: attempts, elapsedMs: performance.now() - started, failure, retrying })
+        onAttempt({ events: size, attempt: attempts, elapsedMs: performance.now() - started, failure, retrying })
       }
       const attempt = Effect.suspend(() => {
         if (attempts++ === 0) started = performance.now()
-        return client.events.publishBatch({ payload: { events } })
+        const events = new Array<EventInput>(size)
+        let at = 0
+        for (const part of parts) {
+          for (let i = part.from; i < part.to; i++, at++) {
+            const event = part.eventAt(i)
+            events[at] = event
+            if (attempts === 1) hashId(event.topic, event.event_id, hashes, at)
+          }
+        }
+        return Effect.locally(client.events.publishBatch({ payload: { events } }), lentEvents, events)
       }).pipe(
         Effect.mapError(toAttemptFailure),
         Effect.timeoutFail({ duration: timeout, onTimeout: () => timedOut }),
@@ -230,22 +298,45 @@ const make = (options: PublisherOptions) =>
           onSuccess: () => Effect.sync(() => report(undefined))
         })
       )
+      const failAll = (message: (event: EventInput) => PublishError) => {
+        for (let at = 0; at < size; at++) {
+          const error = message(eventAt(at))
+          settle(at, error._tag === "EventRejected" ? SettledStatus.rejected : SettledStatus.failed, error)
+        }
+      }
       return attempt.pipe(
         Effect.retry(schedule),
         Effect.matchCause({
-          onSuccess: (answer) => outcomesOf(events, answer.results, attempts),
+          onSuccess: (answer) => {
+            // each event's outcome from the answer; an event the answer does not account for failed
+            const byIndex = new Array<BatchItemResult | undefined>(size)
+            for (const r of answer.results) if (Number.isInteger(r.index) && r.index >= 0 && r.index < size) byIndex[r.index] = r
+            for (let at = 0; at < size; at++) {
+              const r = byIndex[at]
+              if (r === undefined || !namesEvent(r, hashes, at, scratch)) {
+                const { event_id, topic } = eventAt(at)
+                const message = "the answer did not account for the event"
+                settle(at, SettledStatus.failed, new DeliveryFailed({ topic, event_id, message, attempts }))
+              } else if (r.status === "rejected") {
+                const issues = r.errors ?? []
+                const message = issues.length > 0 ? issues.map((e) => e.message).join("; ") : "rejected"
+                settle(at, SettledStatus.rejected, new EventRejected({ topic: r.topic!, event_id: r.event_id!, message, issues }))
+              } else {
+                settle(at, r.status === "processed" ? SettledStatus.processed : SettledStatus.dropped_duplicate)
+              }
+            }
+          },
           onFailure: (cause) => {
             const failure = Option.getOrUndefined(Cause.failureOption(cause))
             if (failure !== undefined && classify(failure) === "rejected") {
               const message = `the server refused the request: ${describeFailure(failure)}`
-              return events.map((e): Outcome =>
-                Either.left(new EventRejected({ topic: e.topic, event_id: e.event_id, message, issues: [] }))
-              )
+              return failAll((e) => new EventRejected({ topic: e.topic, event_id: e.event_id, message, issues: [] }))
             }
-            return failedAll(events, failure === undefined ? "the request died" : describeFailure(failure), attempts)
+            const message = failure === undefined ? "the request died" : describeFailure(failure)
+            failAll((e) => new DeliveryFailed({ topic: e.topic, event_id: e.event_id, message, attempts }))
           }
         }),
-        Effect.flatMap((outcomes) => settle(parts, outcomes))
+        Effect.zipRight(Effect.suspend(() => settled(size)))
       )
     }
 
@@ -294,17 +385,19 @@ const make = (options: PublisherOptions) =>
       )
     )
 
-    const enqueue = (events: ReadonlyArray<EventInput>): Effect.Effect<ReadonlyArray<Outcome>> =>
+    const publishEach = (count: number, eventAt: (index: number) => EventInput): Effect.Effect<Settled> =>
       Effect.gen(function*() {
-        if (events.length === 0) return []
         const waiter: Waiter = {
-          outcomes: new Array(events.length),
-          remaining: events.length,
-          done: yield* Deferred.make<ReadonlyArray<Outcome>>()
+          statuses: new Uint8Array(count),
+          attempts: new Uint8Array(count),
+          errors: new Map(),
+          remaining: count,
+          done: yield* Deferred.make<Settled>()
         }
+        if (count === 0) return { statuses: waiter.statuses, attempts: waiter.attempts, errors: waiter.errors }
         // in parts of at most bufferSize events, so that room for each can be had
-        for (let start = 0; start < events.length; start += bufferSize) {
-          const part: Part = { events, from: start, to: Math.min(events.length, start + bufferSize), waiter }
+        for (let start = 0; start < count; start += bufferSize) {
+          const part: Part = { eventAt, from: start, to: Math.min(count, start + bufferSize), waiter }
           const size = part.to - part.from
           const accepted = yield* Effect.uninterruptibleMask((restore) =>
             restore(room.take(size)).pipe(
@@ -318,10 +411,10 @@ const make = (options: PublisherOptions) =>
             )
           )
           if (!accepted) {
-            const failed = failedAll(events.slice(start), closedMessage, 0)
-            for (let i = 0; i < failed.length; i++) waiter.outcomes[start + i] = failed[i]
-            waiter.remaining -= failed.length
-            if (waiter.remaining === 0) return waiter.outcomes
+            for (let i = start; i < count; i++) {
+              const { event_id, topic } = eventAt(i)
+              settleOne(waiter, i, SettledStatus.failed, 0, new DeliveryFailed({ topic, event_id, message: closedMessage, attempts: 0 }))
+            }
             break
           }
         }
@@ -331,16 +424,21 @@ const make = (options: PublisherOptions) =>
     return {
       /** Completes when the event is stored (201 or 200 duplicate); fails if the server refused it or delivery gave up. */
       publish: (event: EventInput): Effect.Effect<Delivered, PublishError> =>
-        Effect.flatMap(enqueue([event]), (outcomes) => outcomes[0]),
+        Effect.flatMap(publishEach(1, () => event), (settled) => outcomeAt(settled, 0)),
       /** Each event's outcome, in order; completes when every one of them is settled. */
-      publishAll: enqueue
+      publishAll: (events: ReadonlyArray<EventInput>): Effect.Effect<ReadonlyArray<Outcome>> =>
+        Effect.map(
+          publishEach(events.length, (i) => events[i]),
+          (settled) => Array.from({ length: events.length }, (_, i) => outcomeAt(settled, i))
+        ),
+      /**
+       * `count` events, event `i` made by `eventAt(i)` when its batch is encoded — again for each retry, so it
+       * must give the same event every time. Nothing of an event is held while its request is in flight, which
+       * keeps a publisher of millions of events cheap; the outcomes come back compactly (`Settled`, `outcomeAt`).
+       */
+      publishEach
     } as const
   })
-
-// node:http kept alive: one connection a request in flight, reused
-const keepAliveClient = NodeHttpClient.layerWithoutAgent.pipe(
-  Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: true }))
-)
 
 /**
  * Publishes events to an aggregator in batches: `publish` completes when its event is durably stored.
@@ -350,7 +448,7 @@ const keepAliveClient = NodeHttpClient.layerWithoutAgent.pipe(
  */
 export class Publisher extends Effect.Service<Publisher>()("Client/Publisher", {
   scoped: make,
-  dependencies: [keepAliveClient]
+  dependencies: [SocketHttpClient.layer]
 }) {
   /** Configured from AGGREGATOR_URL, API_KEY and PUBLISH_* (see `publisherConfig`). */
   static readonly fromConfig = Layer.unwrapEffect(Effect.map(publisherConfig, (options) => Publisher.Default(options)))

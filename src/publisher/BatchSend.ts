@@ -1,9 +1,8 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import { type AttemptReport, type Outcome, Publisher } from "../client/Publisher.js"
+import { type AttemptReport, Publisher, type Settled, SettledStatus } from "../client/Publisher.js"
 import { mayHaveBeenCounted } from "../client/Retry.js"
 import { PublisherSettings } from "./Cli.js"
 import type { RetryOptions } from "./Retry.js"
@@ -25,21 +24,29 @@ const countAttempt = (tally: Tally) => (report: AttemptReport) => {
   if (mayHaveBeenCounted(failure)) tally.unanswered(report.events)
 }
 
-const countOutcome = (tally: Tally, key: number, outcome: Outcome) => {
-  if (Either.isRight(outcome)) {
-    if (outcome.right.attempts > 1) tally.suspect(key)
-    return tally.answered(key, outcome.right.status)
+/** Counts how each event of one `publishEach` settled; `keys` are the workload's keys of its events, in order. */
+const countSettled = (tally: Tally, keys: Int32Array, count: number, settled: Settled) => {
+  const { attempts, errors, statuses } = settled
+  for (let i = 0; i < count; i++) {
+    const key = keys[i]
+    const status = statuses[i]
+    if (status === SettledStatus.processed || status === SettledStatus.dropped_duplicate) {
+      if (attempts[i] > 1) tally.suspect(key)
+      tally.answered(key, status === SettledStatus.processed ? "processed" : "dropped_duplicate")
+    } else if (status === SettledStatus.rejected) {
+      tally.rejected(`batch item: ${errors.get(i)!.message}`)
+    } else {
+      tally.failed(key, `batch: ${errors.get(i)!.message}`)
+    }
   }
-  const error = outcome.left
-  if (error._tag === "EventRejected") return tally.rejected(`batch item: ${error.message}`)
-  tally.failed(key, `batch: ${error.message}`)
 }
 
 /**
  * Batch mode: the workload through the client library's `Publisher`, which gathers the events into
- * `--batch-size` batches, `--concurrency` requests in flight. Twice as many producers as requests keep its
- * buffer full, each handing it one batch's worth of events and counting each outcome. Resolves to when the
- * first events went out and the last were settled, as `SendLoop` reports them for single mode.
+ * `--batch-size` batches, `--concurrency` requests in flight. One producer more than there are requests keeps its
+ * buffer full, each handing it one batch's worth of keys (`publishEach` makes the events when it encodes them)
+ * and counting each outcome. Resolves to when the first events went out and the last were settled, as `SendLoop`
+ * reports them for single mode.
  */
 export const sendBatches = (workload: Workload, tally: Tally, retry: RetryOptions) =>
   Effect.gen(function*() {
@@ -50,13 +57,15 @@ export const sendBatches = (workload: Workload, tally: Tally, retry: RetryOption
     let begun = 0, first = 0, firstCpu = 0
 
     const producer = Effect.gen(function*() {
+      const keys = new Int32Array(settings.batchSize)
+      const eventAt = (i: number) => workload.event(keys[i])
       for (;;) {
         const index = cursor.position
-        const keys: Array<number> = []
-        for (let key = cursor.next(); key !== -1; key = keys.length < settings.batchSize ? cursor.next() : -1) {
-          keys.push(key)
+        let count = 0
+        for (let key = cursor.next(); key !== -1; key = count < settings.batchSize ? cursor.next() : -1) {
+          keys[count++] = key
         }
-        if (keys.length === 0) return
+        if (count === 0) return
         if (first === 0) {
           first = performance.now()
           firstCpu = cpuMicros()
@@ -64,8 +73,7 @@ export const sendBatches = (workload: Workload, tally: Tally, retry: RetryOption
         }
         const wait = rate === undefined ? 0 : begun + (index * 1000) / rate - performance.now()
         if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
-        const outcomes = yield* publisher.publishAll(keys.map((key) => workload.event(key)))
-        for (let i = 0; i < keys.length; i++) countOutcome(tally, keys[i], outcomes[i])
+        countSettled(tally, keys, count, yield* publisher.publishEach(count, eventAt))
       }
     })
     yield* Effect.all(Array.from({ length: settings.concurrency + 1 }, () => producer), {

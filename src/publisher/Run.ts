@@ -21,7 +21,7 @@ import { formatSummary } from "./Render.js"
 import { type Counts, succeeded, Summary } from "./Summary.js"
 import { countersOf, type Observation, sameJson, type ServerCounters, statsShort, verify } from "./Verify.js"
 import { Tally } from "./Tally.js"
-import { targetOf } from "./Wire.js"
+import { targetOf } from "../client/Wire.js"
 import { sample, Workload } from "./Workload.js"
 
 /** The run did not deliver or verify; the summary (already printed) says why. */

@@ -8,7 +8,7 @@ import {
   retryDelay
 } from "./Retry.js"
 import type { Answer as Answered, Tally } from "./Tally.js"
-import { type Answer, Connection, RequestBuffer, type Target, type WireFailure } from "./Wire.js"
+import { type Answer, Connection, RequestBuffer, type Target, type WireFailure } from "../client/Wire.js"
 import { type Cursor, Workload } from "./Workload.js"
 
 export interface LoopOptions {

@@ -4,7 +4,7 @@ import * as fc from "effect/FastCheck"
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import { afterAll } from "vitest"
-import { type Delivered, Publisher, type PublisherOptions } from "../../src/client/Publisher.js"
+import { type Delivered, outcomeAt, Publisher, type PublisherOptions, SettledStatus } from "../../src/client/Publisher.js"
 import type { EventInput } from "../../src/domain/Event.js"
 import { aggregatorLayer, promise, TestAggregator, unique, waitFor } from "../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../support/backends.js"
@@ -119,9 +119,9 @@ describe.skipIf(skipWithoutPostgres)(`the client library's Publisher${withoutPos
         fc.integer({ min: 0, max: 2 ** 31 - 1 }),
         fc.integer({ min: 1, max: 25 }),
         fc.integer({ min: 1, max: 4 }),
-        fc.boolean()
+        fc.constantFrom("publish", "publishAll", "publishEach")
       ],
-      ([sends, seed, batchSize, concurrency, oneByOne]) =>
+      ([sends, seed, batchSize, concurrency, how]) =>
         Effect.gen(function*() {
           const { databaseUrl, url } = yield* server
           const next = random(seed)
@@ -136,9 +136,15 @@ describe.skipIf(skipWithoutPostgres)(`the client library's Publisher${withoutPos
 
           const options: PublisherOptions = { url: flaky.url, batchSize, concurrency, linger: "2 millis", ...quickRetries }
           const outcomes = yield* withPublisher(options, (publisher) =>
-            oneByOne
+            how === "publish"
               ? Effect.forEach(events, (e) => Effect.either(publisher.publish(e)), { concurrency: "unbounded" })
-              : publisher.publishAll(events))
+              : how === "publishAll"
+              ? publisher.publishAll(events)
+              : Effect.map(publisher.publishEach(events.length, (i) => ({ ...events[i] })), (settled) => {
+                // the compact form says the same as the outcomes, and holds an error only for an event not stored
+                expect(settled.errors.size).toBe(0)
+                return events.map((_, i) => outcomeAt(settled, i))
+              }))
 
           // every publish completed as stored: nothing lost
           for (const o of outcomes) expect(Either.isRight(o), JSON.stringify(o)).toBe(true)
@@ -204,6 +210,47 @@ describe.skipIf(skipWithoutPostgres)(`the client library's Publisher${withoutPos
         expect(posted.map((s) => s.fault)).toEqual(["503", "pass"])
         expect(posted[1].body).toBe(posted[0].body)
         expect(posted[1].at - posted[0].at).toBeGreaterThanOrEqual(950)
+      }))
+
+    it.effect("publishEach: each event made again for a retry, none held in between; the answer checked against each", () =>
+      Effect.gen(function*() {
+        const { url } = yield* server
+        let posts = 0
+        const refusing = yield* proxy(url, () => (++posts === 1 ? "503" : "pass"))
+        const topic = unique("each")
+        const made = new Array<number>(3).fill(0)
+        const settled = yield* withPublisher({ url: refusing.url, linger: "20 millis" }, (p) =>
+          p.publishEach(3, (i) => {
+            made[i]++
+            return ev(topic, `e${i}`, i)
+          }))
+        expect(made).toEqual([2, 2, 2])
+        expect([...settled.statuses]).toEqual([SettledStatus.processed, SettledStatus.processed, SettledStatus.processed])
+        expect([...settled.attempts]).toEqual([2, 2, 2])
+        const posted = refusing.seen.filter((s) => s.body !== "")
+        expect(posted[1].body).toBe(posted[0].body)
+      }))
+
+    it.effect("an answer that names another event at an index fails that event only, as not accounted for", () =>
+      Effect.gen(function*() {
+        const { url } = yield* server
+        const lying = yield* promise(() =>
+          startRewriter(url, (answer) => ({
+            ...answer,
+            results: answer.results.map((r: any) => r.index === 1 ? { ...r, event_id: `${r.event_id}x` } : r)
+          }))
+        )
+        proxies.push(lying)
+        const topic = unique("lying")
+        const events = [0, 1, 2].map((i) => ev(topic, `l${i}`, i))
+        const outcomes = yield* withPublisher({ url: lying.url, linger: "20 millis" }, (p) => p.publishAll(events))
+        expect(Either.isRight(outcomes[0]) && Either.isRight(outcomes[2])).toBe(true)
+        expect(Either.flip(outcomes[1]).pipe(Either.getOrThrow)).toMatchObject({
+          _tag: "DeliveryFailed",
+          topic,
+          event_id: "l1",
+          message: "the answer did not account for the event"
+        })
       }))
 
     it.effect("backpressure: with the buffer full, publish waits until the server has taken events", () =>
@@ -284,6 +331,33 @@ const startGate = async (target: string, isOpen: () => boolean) => {
       go()
     })
   })
+  return listening(server)
+}
+
+/** Passes each request on and rewrites each JSON answer to a batch with `rewrite`. */
+const startRewriter = async (target: string, rewrite: (answer: any) => unknown) => {
+  const server = createServer((req, res) => {
+    const chunks: Array<Buffer> = []
+    req.on("data", (d) => chunks.push(d))
+    req.on("end", () => {
+      const upstream = request(`${target}${req.url}`, { method: req.method, headers: req.headers }, (answer) => {
+        const parts: Array<Buffer> = []
+        answer.on("data", (d) => parts.push(d))
+        answer.on("end", () => {
+          const text = Buffer.concat(parts).toString()
+          const body = req.url === "/publish/batch" && answer.statusCode === 200 ? JSON.stringify(rewrite(JSON.parse(text))) : text
+          res.writeHead(answer.statusCode ?? 502, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+          res.end(body)
+        })
+      })
+      upstream.end(Buffer.concat(chunks))
+    })
+  })
+  return listening(server)
+}
+
+/** Listens on a free loopback port; `close` ends every connection too. */
+const listening = async (server: Server) => {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,

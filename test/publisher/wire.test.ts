@@ -6,7 +6,7 @@ import { countBatchAnswer, readBatchAnswer, readPublishAnswer } from "../../src/
 import { LatencyRecorder, percentile } from "../../src/publisher/Latency.js"
 import { histogramOf } from "../support/latency.js"
 import { Tally } from "../../src/publisher/Tally.js"
-import { type Answer, Connection, RequestBuffer, targetOf, type WireFailure } from "../../src/publisher/Wire.js"
+import { type Answer, Connection, RequestBuffer, targetOf, type WireFailure } from "../../src/client/Wire.js"
 import { Workload } from "../../src/publisher/Workload.js"
 import { generateWorkload } from "../support/workload.js"
 
@@ -123,7 +123,9 @@ describe("hand-written HTTP/1.1 connection", () => {
         const sent = `{"n":${a.body.length}}`
         const { failure, answer: got } = await call(connection, post(server.url, "/publish", sent))
         expect(failure).toBeUndefined()
-        expect(got).toEqual({ status: a.status, retryAfter: a.retryAfter, body: a.body })
+        expect(got).toMatchObject({ status: a.status, retryAfter: a.retryAfter, body: a.body })
+        expect(got!.headerLines.split("\r\n")).toEqual(encodeAnswer(a.status, a.body, a.chunked, a.retryAfter, false)
+          .toString("latin1").split("\r\n\r\n")[0].split("\r\n").slice(1))
         expect(server.requests.at(-1)!.body).toBe(sent)
       }),
       { numRuns: 60 }
@@ -186,7 +188,7 @@ describe("hand-written HTTP/1.1 connection", () => {
     const bad = await call(connection, post(server.url, "/publish", "{}"))
     expect(bad.failure).toEqual({ _tag: "Invalid", message: "the answer is not HTTP/1.1" })
     const untilClose = await call(connection, post(server.url, "/publish", "{}"))
-    expect(untilClose).toEqual({ failure: undefined, answer: { status: 200, retryAfter: undefined, body: "until the end" } })
+    expect(untilClose).toMatchObject({ failure: undefined, answer: { status: 200, retryAfter: undefined, body: "until the end" } })
     connection.close()
   })
 })
@@ -195,6 +197,7 @@ describe("reading answers as the API defines them", () => {
   const answer = (status: number, body: unknown, retryAfter?: string): Answer => ({
     status,
     retryAfter,
+    headerLines: "",
     body: typeof body === "string" ? body : JSON.stringify(body)
   })
 

@@ -1,12 +1,22 @@
 import * as net from "node:net"
 import * as tls from "node:tls"
 
-/** An HTTP answer as the send loop needs it: the status, `Retry-After`, and the body as text. */
-export interface Answer {
+/** An HTTP answer: the status, `Retry-After`, the head's header lines as received, and the body (text by default). */
+export interface Answer<Body = string> {
   readonly status: number
   readonly retryAfter: string | undefined
-  readonly body: string
+  /** The header lines after the status line, CRLF-separated, as latin1 text. */
+  readonly headerLines: string
+  readonly body: Body
 }
+
+/** Reads a body out of the bytes it was received in (which the next read may overwrite). */
+export type BodyReader<Body> = (bytes: Buffer, start: number, end: number) => Body
+
+export const textBody: BodyReader<string> = (bytes, start, end) => bytes.toString("utf8", start, end)
+
+/** The body as bytes of its own. */
+export const bytesBody: BodyReader<Uint8Array> = (bytes, start, end) => Uint8Array.prototype.slice.call(bytes, start, end)
 
 /** Why a request got no answer at all. */
 export type WireFailure =
@@ -14,7 +24,7 @@ export type WireFailure =
   | { readonly _tag: "Timeout" }
   | { readonly _tag: "Invalid"; readonly message: string }
 
-export type Done = (failure: WireFailure | undefined, answer: Answer | undefined) => void
+export type Done<Body = string> = (failure: WireFailure | undefined, answer: Answer<Body> | undefined) => void
 
 /** Where requests go: the aggregator's address and the head lines every request carries. */
 export interface Target {
@@ -90,6 +100,7 @@ const CRLF2 = Buffer.from("\r\n\r\n")
 
 interface Head {
   readonly status: number
+  readonly headerLines: string
   readonly retryAfter: string | undefined
   /** -1: chunked; -2: until the connection closes; otherwise the body's length. */
   readonly length: number
@@ -136,14 +147,16 @@ const parseHead = (buf: Buffer, end: number): Head | string => {
   // answers that never have a body
   if (status === 204 || status === 304 || (status >= 100 && status < 200)) length = 0
   else if (chunked) length = -1
-  return { status, retryAfter, length, close: close || length === -2, bodyStart: end + 4 }
+  const firstLine = head.indexOf("\r\n")
+  const headerLines = firstLine === -1 ? "" : head.slice(firstLine + 2)
+  return { status, headerLines, retryAfter, length, close: close || length === -2, bodyStart: end + 4 }
 }
 
 /**
  * Where a chunked body ends, with its text: `undefined` while more bytes are needed, a string message when
  * it is malformed.
  */
-const parseChunked = (buf: Buffer, start: number): { readonly end: number; readonly body: string } | string | undefined => {
+const parseChunked = (buf: Buffer, start: number): { readonly end: number; readonly body: Buffer } | string | undefined => {
   const parts: Array<Buffer> = []
   let at = start
   for (;;) {
@@ -158,7 +171,7 @@ const parseChunked = (buf: Buffer, start: number): { readonly end: number; reado
       for (;;) {
         const next = buf.indexOf("\r\n", line, "latin1")
         if (next === -1) return undefined
-        if (next === line) return { end: next + 2, body: Buffer.concat(parts).toString("utf8") }
+        if (next === line) return { end: next + 2, body: Buffer.concat(parts) }
         line = next + 2
       }
     }
@@ -175,29 +188,46 @@ const parseChunked = (buf: Buffer, start: number): { readonly end: number; reado
  * need only their status, `Retry-After` and body. A connection that failed, timed out, was closed by the
  * server or sat idle is replaced by a new one at the next request.
  */
-export class Connection {
+export class Connection<Body = string> {
   #socket: net.Socket | undefined
   #buf: Buffer | undefined
   #head: Head | undefined
-  #done: Done | undefined
+  #done: Done<Body> | undefined
   #deadline = 0
   #timer: ReturnType<typeof setTimeout> | undefined
   #lastUsed = 0
   #closed = false
   #readBuffer: Buffer | undefined
 
-  constructor(readonly target: Target) {}
+  constructor(
+    readonly target: Target,
+    readonly readBody: BodyReader<Body> = textBody as unknown as BodyReader<Body>
+  ) {}
 
-  /** Sends `bytes` (a whole request) and calls `done` exactly once: with the answer, or why there was none. */
-  request(bytes: Uint8Array, timeoutMs: number, done: Done): void {
+  /**
+   * Sends `bytes` (a whole request, in one piece or several) and calls `done` exactly once: with the answer, or why there was none.
+   * Without `timeoutMs` the request waits for its answer as long as the connection lasts.
+   */
+  request(bytes: Uint8Array | ReadonlyArray<Uint8Array>, timeoutMs: number | undefined, done: Done<Body>): void {
     if (this.#done !== undefined) throw new Error("Connection.request: a request is already in flight")
     const now = performance.now()
     if (this.#socket !== undefined && now - this.#lastUsed > IDLE_LIMIT_MS) this.#drop()
     const socket = this.#socket ?? this.#open()
     this.#done = done
-    this.#deadline = now + timeoutMs
-    if (this.#timer === undefined) this.#timer = setTimeout(this.#check, timeoutMs).unref()
-    socket.write(bytes)
+    this.#deadline = timeoutMs === undefined ? Infinity : now + timeoutMs
+    if (this.#timer === undefined && timeoutMs !== undefined) this.#timer = setTimeout(this.#check, timeoutMs).unref()
+    if (bytes instanceof Uint8Array) return void socket.write(bytes)
+    // one write of every piece, without copying them into one buffer first
+    socket.cork()
+    for (const piece of bytes) socket.write(piece)
+    socket.uncork()
+  }
+
+  /** Gives up on the request in flight, if any, without calling its `done`; the next request opens a new connection. */
+  abort(): void {
+    if (this.#done === undefined) return
+    this.#done = undefined
+    this.#drop()
   }
 
   /** Opens the connection ahead of the first request; `ready` is called once it is up or has failed. */
@@ -254,7 +284,13 @@ export class Connection {
       if (this.#socket !== socket) return
       if (this.#head !== undefined && this.#head.length === -2 && this.#buf !== undefined) {
         const head = this.#head
-        this.#finish(undefined, { status: head.status, retryAfter: head.retryAfter, body: this.#buf.toString("utf8", head.bodyStart) })
+        const buf = this.#buf
+        this.#finish(undefined, {
+          status: head.status,
+          retryAfter: head.retryAfter,
+          headerLines: head.headerLines,
+          body: this.readBody(buf, head.bodyStart, buf.length)
+        })
       }
       this.#fail({ _tag: "Transport", message: "the server closed the connection before answering" })
     })
@@ -280,7 +316,7 @@ export class Connection {
     this.#finish(failure, undefined)
   }
 
-  #finish(failure: WireFailure | undefined, answer: Answer | undefined): void {
+  #finish(failure: WireFailure | undefined, answer: Answer<Body> | undefined): void {
     const done = this.#done
     if (done === undefined) return
     this.#done = undefined
@@ -290,7 +326,7 @@ export class Connection {
 
   readonly #check = (): void => {
     this.#timer = undefined
-    if (this.#done === undefined || this.#closed) return
+    if (this.#done === undefined || this.#closed || this.#deadline === Infinity) return
     const left = this.#deadline - performance.now()
     if (left <= 0) this.#fail({ _tag: "Timeout" })
     else this.#timer = setTimeout(this.#check, left).unref()
@@ -322,17 +358,17 @@ export class Connection {
       head = parsed
       this.#head = head
     }
-    let end: number, body: string
+    let end: number, body: Body
     if (head.length >= 0) {
       end = head.bodyStart + head.length
       if (buf.length < end) return keep(0)
-      body = buf.toString("utf8", head.bodyStart, end)
+      body = this.readBody(buf, head.bodyStart, end)
     } else if (head.length === -1) {
       const chunked = parseChunked(buf, head.bodyStart)
       if (chunked === undefined) return keep(0)
       if (typeof chunked === "string") return this.#fail({ _tag: "Invalid", message: chunked })
       end = chunked.end
-      body = chunked.body
+      body = this.readBody(chunked.body, 0, chunked.body.length)
     } else {
       return keep(0) // read until the server closes the connection
     }
@@ -340,6 +376,6 @@ export class Connection {
     this.#buf = undefined
     this.#head = undefined
     if (head.close || extra) this.#drop()
-    this.#finish(undefined, { status: head.status, retryAfter: head.retryAfter, body })
+    this.#finish(undefined, { status: head.status, retryAfter: head.retryAfter, headerLines: head.headerLines, body })
   }
 }
