@@ -256,6 +256,23 @@ layer(E2eLive, { excludeTestServices: true, timeout: "90 seconds" })("e2e: inges
       expect(empty.json).toEqual({ received: 0, processed: 0, duplicates: 0, rejected: 0, results: [] })
     }))
 
+  it.effect("a batch answer is canonical JSON: application/json, the schema's keys in its order, no whitespace", () =>
+    Effect.gen(function*() {
+      const topic = uniqueTopic("answer")
+      const res = yield* post("/publish/batch", [event(topic, "1"), { topic, event_id: "2" }, event(topic, "1"), event(topic, "ü\"\\")])
+      expect(res.status).toBe(200)
+      expect(res.headers.get("content-type")).toBe("application/json")
+      expect(res.text).toBe(JSON.stringify(res.json))
+      expect(Object.keys(res.json)).toEqual(["received", "processed", "duplicates", "rejected", "results"])
+      expect(res.json.results.map((r: object) => Object.keys(r))).toEqual([
+        ["index", "topic", "event_id", "status"],
+        ["index", "topic", "event_id", "status", "errors"],
+        ["index", "topic", "event_id", "status"],
+        ["index", "topic", "event_id", "status"]
+      ])
+      expect(res.json.results.map((r: { status: string }) => r.status)).toEqual(["processed", "rejected", "dropped_duplicate", "processed"])
+    }))
+
   it.effect("a batch of exactly 1000 events (the limit) is stored whole", () =>
     Effect.gen(function*() {
       const topic = uniqueTopic("thousand")
