@@ -10,7 +10,7 @@ import * as Schema from "effect/Schema"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { Overloaded, StorageUnavailable } from "../../domain/Errors.js"
 import { AggregatorConfig } from "../Config.js"
-import { Batcher, type Outcome } from "../ingest/Batcher.js"
+import { Batcher, type Written } from "../ingest/Batcher.js"
 import { jsonType, parseJson, setReadBody } from "../ingest/Body.js"
 import { Counters } from "../ingest/Counters.js"
 import { GUARDED_DEPTH, validateItem } from "../ingest/Validation.js"
@@ -127,7 +127,7 @@ export const FastIngestLive = Layer.scopedDiscard(
         const event = checked.right
         const incomingId = headers["x-request-id"]
         const requestId = requestIdOf(typeof incomingId === "string" ? incomingId : undefined)
-        batcher.offer([event], (outcome: Outcome) => {
+        batcher.offer([event], (outcome: Written) => {
           if (Either.isLeft(outcome)) {
             const e = outcome.left
             if (e._tag === "StorageUnavailable") {

@@ -18,11 +18,11 @@ const nextIoTurn = Effect.async<void>((resume) => {
 })
 
 /** How a submission ends: the rows it stored, or why nothing was (an Either is also an Effect). */
-export type Outcome = Either.Either<Inserted, Overloaded | StorageUnavailable>
+export type Written = Either.Either<Inserted, Overloaded | StorageUnavailable>
 
 interface Pending {
   readonly events: ReadonlyArray<NewEvent>
-  readonly answer: (outcome: Outcome) => void
+  readonly answer: (outcome: Written) => void
 }
 
 /** What the group commit holds between submissions and flushes. */
@@ -166,7 +166,7 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
      * split across transactions: one larger than `flushMaxEvents` is a flush of its own, stored whole or not
      * at all. Synchronous, for callers outside a fiber (the ingest front door); `submit` is its Effect.
      */
-    const offer = (events: ReadonlyArray<NewEvent>, answer: (outcome: Outcome) => void): void => {
+    const offer = (events: ReadonlyArray<NewEvent>, answer: (outcome: Written) => void): void => {
       if (events.length === 0) return answer(Either.right([]))
       if (state.closing) return answer(Either.left(new StorageUnavailable({ message: "the aggregator is shutting down; retry" })))
       // A submission larger than the whole cap is admitted when nothing else waits, so it is never refused forever.
