@@ -119,13 +119,6 @@ const uploadBudget = (limits: ConnectionLimits) => {
 }
 
 /**
- * The aggregator's Node HTTP server, with limits against clients that are slow or hostile at the socket:
- * header and whole-request deadlines (408), a cap on open connections (further ones are closed at once),
- * lingering close after an early answer, and no `100 Continue` for a body whose declared length is already
- * over MAX_BODY_BYTES (the 413 comes instead, before the client sends it), and a bound on the memory that
- * bodies still arriving hold (`uploadBudget`). Then the front door, if one is set, and the HTTP app.
- */
-/**
  * What may answer a request before the HTTP app does: given the request, its response and `next` (which hands
  * the request to the app), it answers `true` when it has taken the request, `false` to let the app have it.
  */
@@ -136,6 +129,13 @@ export interface FrontDoorSlot {
   current: FrontDoor | undefined
 }
 
+/**
+ * The aggregator's Node HTTP server, with limits against clients that are slow or hostile at the socket:
+ * header and whole-request deadlines (408), a cap on open connections (further ones are closed at once),
+ * lingering close after an early answer, and no `100 Continue` for a body whose declared length is already
+ * over MAX_BODY_BYTES (the 413 comes instead, before the client sends it), and a bound on the memory that
+ * bodies still arriving hold (`uploadBudget`). Then the front door, if one is set, and the HTTP app.
+ */
 export const makeServer = (limits: ConnectionLimits, front: FrontDoorSlot = { current: undefined }): Server => {
   const server = createServer({
     keepAliveTimeout: 5_000,

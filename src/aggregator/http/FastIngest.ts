@@ -35,7 +35,7 @@ const overloadedStatus = HttpApiSchema.getStatusError(Overloaded)
  * identity-encoded JSON event with a declared length. Everything else — a refusal of any kind (401, 413,
  * 415, 422), a chunked or compressed body, a server that is draining, debug logging — goes to the HttpApi
  * endpoint, which stays the one definition of the route (OpenAPI, derived client, every refusal's answer);
- * a body already read is handed over with the request, so it is still read once.
+ * a body already read is handed over with the request, parsed, so it is still read and parsed once.
  *
  * The work is the endpoint's own, in the same order and with the same functions (parse with the
  * duplicate-key scan, the compiled validation, the group commit, the counters, the latency histogram, the
@@ -120,8 +120,8 @@ export const FastIngestLive = Layer.scopedDiscard(
           ? validateItem(parsed.value, config.maxPayloadBytes, parsed.depth > GUARDED_DEPTH)
           : undefined
         if (checked === undefined || Either.isLeft(checked)) {
-          // a refusal: the endpoint answers it, from the body already read
-          setReadBody(request, bytes)
+          // a refusal: the endpoint answers it, from the body already read and parsed
+          setReadBody(request, parsed)
           return next()
         }
         const event = checked.right

@@ -79,12 +79,15 @@ export const parseJson = (bytes: Uint8Array): JsonBody | ValidationFailed => {
   }
 }
 
-// Bodies already read in full by the front door (`http/FastIngest.ts`) before it handed the request on.
-const alreadyRead = new WeakMap<Readable, Buffer>()
+// Bodies already read and parsed by the front door (`http/FastIngest.ts`) before it handed the request on.
+const alreadyRead = new WeakMap<Readable, JsonBody | ValidationFailed>()
 
-/** Hands a request's whole (identity-encoded) body, already read, to `readJsonBody`, which then reads nothing. */
-export const setReadBody = (incoming: Readable, bytes: Buffer): void => {
-  alreadyRead.set(incoming, bytes)
+/**
+ * Hands what `parseJson` made of a request's whole (identity-encoded) body to `readJsonBody`, which then
+ * neither reads nor parses it again.
+ */
+export const setReadBody = (incoming: Readable, parsed: JsonBody | ValidationFailed): void => {
+  alreadyRead.set(incoming, parsed)
 }
 
 /**
@@ -131,9 +134,8 @@ export const readJsonBody = (
 
   if (encoding === "" || encoding === "identity") {
     if (declared > maxBytes) return Effect.fail(tooLarge())
-    const read = alreadyRead.get(incoming)
-    if (read === undefined) return decode(incoming)
-    const parsed = parseJson(read)
+    const parsed = alreadyRead.get(incoming)
+    if (parsed === undefined) return decode(incoming)
     return parsed instanceof ValidationFailed ? Effect.fail(parsed) : Effect.succeed(parsed)
   }
   if (encoding === "gzip" || encoding === "x-gzip" || encoding === "deflate") {
