@@ -119,10 +119,14 @@ const uploadBudget = (limits: ConnectionLimits) => {
 }
 
 /**
- * What may answer a request before the HTTP app does: given the request, its response and `next` (which hands
- * the request to the app), it answers `true` when it has taken the request, `false` to let the app have it.
+ * What may answer a request before the HTTP app does: given the request, its response and `toApp` (which hands
+ * a request to the app), it answers `true` when it has taken the request, `false` to let the app have it.
  */
-export type FrontDoor = (request: IncomingMessage, response: ServerResponse, next: () => void) => boolean
+export type FrontDoor = (
+  request: IncomingMessage,
+  response: ServerResponse,
+  toApp: (request: IncomingMessage, response: ServerResponse) => void
+) => boolean
 
 /** The front door a server consults, set once the services it needs are built (see `http/FastIngest.ts`). */
 export interface FrontDoorSlot {
@@ -151,11 +155,14 @@ export const makeServer = (limits: ConnectionLimits, front: FrontDoorSlot = { cu
   // Every request passes the budget before the HTTP app (the platform's 'request' listener) sees it.
   const emit = server.emit.bind(server) as (event: string, ...args: Array<any>) => boolean
   const admitted = new WeakSet<IncomingMessage>()
+  const toApp = (request: IncomingMessage, response: ServerResponse) => {
+    emit("request", request, response)
+  }
   server.emit = ((event: string, ...args: Array<any>) => {
     if (event !== "request") return emit(event, ...args)
     const [request, response] = args as [IncomingMessage, ServerResponse]
     if (!admitted.has(request) && admit(request, response) === "refused") return true
-    if (front.current !== undefined && front.current(request, response, () => emit("request", request, response))) return true
+    if (front.current !== undefined && front.current(request, response, toApp)) return true
     return emit("request", request, response)
   }) as typeof server.emit
   // With a listener here Node sends no `100 Continue` by itself: it is sent only to a body that is let in.

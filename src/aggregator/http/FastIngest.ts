@@ -7,7 +7,7 @@ import * as Layer from "effect/Layer"
 import * as LogLevel from "effect/LogLevel"
 import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
-import type { IncomingMessage, ServerResponse } from "node:http"
+import type { ServerResponse } from "node:http"
 import { Overloaded, StorageUnavailable } from "../../domain/Errors.js"
 import { AggregatorConfig } from "../Config.js"
 import { Batcher, type Written } from "../ingest/Batcher.js"
@@ -85,7 +85,7 @@ export const FastIngestLive = Layer.scopedDiscard(
       response.end(body)
     }
 
-    const front: FrontDoor = (request: IncomingMessage, response: ServerResponse, next: () => void) => {
+    const front: FrontDoor = (request, response, toApp) => {
       if (request.method !== "POST" || request.url !== "/publish" || draining.isOn) return false
       const headers = request.headers
       const length = headers["content-length"]
@@ -122,7 +122,7 @@ export const FastIngestLive = Layer.scopedDiscard(
         if (checked === undefined || Either.isLeft(checked)) {
           // a refusal: the endpoint answers it, from the body already read and parsed
           setReadBody(request, parsed)
-          return next()
+          return toApp(request, response)
         }
         const event = checked.right
         const incomingId = headers["x-request-id"]

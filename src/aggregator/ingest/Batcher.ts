@@ -48,6 +48,8 @@ interface Gathering {
  * overlaps committing. Events waiting or being written are capped: past the cap a submission fails at once
  * with `Overloaded` (429) instead of growing the heap. With `groupCommit` off every submission is its own
  * transaction (for comparison). Once a transaction commits, the rows it stored are announced on the broker.
+ * Under load (the last flush held at least FLUSH_BUSY_EVENTS events) a flush waits FLUSH_BUSY_WINDOW_MS before
+ * taking its batch, so the clients just answered can join it.
  */
 export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
   scoped: Effect.gen(function*() {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, FastCheck as fc, Layer } from "effect"
 import * as http from "node:http"
+import { afterAll } from "vitest"
 import { gzipSync } from "node:zlib"
 import { aggregatorLayer, readyAggregator, TestAggregator } from "../../support/aggregator.js"
 import { skipWithoutPostgres, withoutPostgresNote } from "../../support/backends.js"
@@ -21,6 +22,7 @@ interface Sent {
 }
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+afterAll(() => agent.destroy())
 
 /** One request over node:http, so any header (Expect, Content-Encoding) and chunked bodies can be sent as given. */
 const send = (url: string, headers: Record<string, string>, body: Uint8Array | string, chunked: boolean) =>

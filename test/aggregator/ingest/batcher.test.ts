@@ -642,3 +642,37 @@ describe.skipIf(skipWithoutPostgres)(`Batcher against PostgreSQL${withoutPostgre
     )
   })
 })
+
+describe("the busy window (FLUSH_BUSY_WINDOW_MS)", () => {
+  // Three submissions: one of `first` events, then two single events 50 ms apart. Returns the flushes' sizes.
+  const flushSizes = (first: number, env: Record<string, string>) =>
+    Effect.gen(function*() {
+      const sizes: Array<number> = []
+      const store = eventStoreTest(
+        (events) => Effect.sync(() => (sizes.push(events.length), events.map(() => undefined))),
+        Effect.succeed(0)
+      )
+      yield* Effect.gen(function*() {
+        const batcher = yield* Batcher
+        yield* batcher.submit(Array.from({ length: first }, (_, i) => keyed(i, "a")))
+        const second = yield* Effect.fork(batcher.submit([keyed(0, "b")]))
+        yield* Effect.sleep("50 millis")
+        yield* batcher.submit([keyed(0, "c")])
+        yield* second.await
+      }).pipe(
+        Effect.provide(Batcher.DefaultWithoutDependencies.pipe(
+          Layer.provide(Broker.Default),
+          Layer.provide(store),
+          Layer.provide(configLayer({ FLUSH_BUSY_EVENTS: "2", ...env }))
+        ))
+      )
+      return sizes
+    })
+
+  it.live("after a flush of at least FLUSH_BUSY_EVENTS, the next waits for more; after a small one it does not", () =>
+    Effect.gen(function*() {
+      expect(yield* flushSizes(3, { FLUSH_BUSY_WINDOW_MS: "300" })).toEqual([3, 2])
+      expect(yield* flushSizes(1, { FLUSH_BUSY_WINDOW_MS: "300" })).toEqual([1, 1, 1])
+      expect(yield* flushSizes(3, { FLUSH_BUSY_WINDOW_MS: "0" })).toEqual([3, 1, 1])
+    }))
+})
