@@ -52,8 +52,8 @@ const isoDateTime =
 const FIRST_SECOND = Date.parse("0001-01-01T00:00:00Z")
 const LAST_SECOND = Date.parse("9999-12-31T23:59:59Z")
 
-/** The parsed parts of an ISO-8601 date-time, or a reason it is not one. */
-export const parseTimestamp = (s: string): { readonly utcIso: string } | { readonly error: string } => {
+/** `parseTimestamp` by the pattern alone, for every form it accepts (the fast path below covers the common one). */
+export const parseTimestampByPattern = (s: string): { readonly utcIso: string } | { readonly error: string } => {
   const m = isoDateTime.exec(s)
   if (m === null) return { error: "timestamp must be an ISO-8601 date-time, e.g. 2025-01-31T12:00:00.123456Z" }
   const [, y, mo, d, h, mi, sec = "00", frac = "", z, sign, oh, om = "00"] = m
@@ -82,6 +82,52 @@ export const parseTimestamp = (s: string): { readonly utcIso: string } | { reado
   return { utcIso: `${y}-${mo}-${d}T${h}:${mi}:${sec}${fraction}${offset}` }
 }
 
+const digit = (s: string, i: number): number => {
+  const c = s.charCodeAt(i) - 48
+  return c >= 0 && c <= 9 ? c : NaN
+}
+const two = (s: string, i: number): number => digit(s, i) * 10 + digit(s, i + 1)
+const daysIn = (year: number, month: number): number =>
+  month === 2 ? (year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28) : month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31
+
+/**
+ * The stored form of a timestamp already written in it — `YYYY-MM-DDTHH:MM:SS[.fraction]` and `Z` or
+ * `±HH:MM`, in years 0002–9998 (so no offset or rounding can move it out of 0001–9999) — which is the text
+ * itself; undefined for any other text, which then goes through the pattern. Allocates nothing.
+ */
+const canonicalUtcIso = (s: string): string | undefined => {
+  const n = s.length
+  if (n < 20 || s.charCodeAt(4) !== 45 || s.charCodeAt(7) !== 45 || s.charCodeAt(10) !== 84 /* T */ ||
+    s.charCodeAt(13) !== 58 || s.charCodeAt(16) !== 58) return undefined
+  const year = two(s, 0) * 100 + two(s, 2), month = two(s, 5), day = two(s, 8)
+  if (!(year >= 2 && year <= 9998 && month >= 1 && month <= 12 && day >= 1 && day <= daysIn(year, month))) return undefined
+  if (!(two(s, 11) <= 23 && two(s, 14) <= 59 && two(s, 17) <= 59)) return undefined
+  let i = 19
+  if (s.charCodeAt(i) === 46 /* . */) {
+    const start = ++i
+    while (i < n && digit(s, i) >= 0) i++
+    if (i === start || i - start > 9) return undefined
+  }
+  if (i === n - 1) return s.charCodeAt(i) === 90 /* Z */ ? s : undefined
+  if (i !== n - 6 || s.charCodeAt(i + 3) !== 58) return undefined
+  const sign = s.charCodeAt(i)
+  return (sign === 43 || sign === 45) && two(s, i + 1) <= 15 && two(s, i + 4) <= 59 ? s : undefined
+}
+
+/** The parsed parts of an ISO-8601 date-time, or a reason it is not one. */
+export const parseTimestamp = (s: string): { readonly utcIso: string } | { readonly error: string } => {
+  const utcIso = canonicalUtcIso(s)
+  return utcIso !== undefined ? { utcIso } : parseTimestampByPattern(s)
+}
+
+/** The stored form of a timestamp, or undefined when it is not one (`parseTimestamp` says why). */
+export const timestampUtcIso = (s: string): string | undefined => {
+  const utcIso = canonicalUtcIso(s)
+  if (utcIso !== undefined) return utcIso
+  const r = parseTimestampByPattern(s)
+  return "error" in r ? undefined : r.utcIso
+}
+
 /** ISO-8601 date-time; without an offset it is read as UTC. Stored as timestamptz (microseconds). */
 export const Timestamp = Schema.String.pipe(
   Schema.filter((s) => {
@@ -92,29 +138,42 @@ export const Timestamp = Schema.String.pipe(
 
 export const MAX_PAYLOAD_DEPTH = 64
 
-/** Why a JSON value cannot be stored as jsonb, or undefined when it can. */
-export const payloadProblem = (value: unknown): string | undefined => {
-  const stack: Array<[unknown, number]> = [[value, 0]]
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop()!
-    if (depth > MAX_PAYLOAD_DEPTH) return `payload must not nest deeper than ${MAX_PAYLOAD_DEPTH} levels`
-    if (typeof v === "string") {
-      if (!storable(v)) return "payload strings must be valid Unicode text without NUL characters"
-    } else if (typeof v === "number") {
-      if (!Number.isFinite(v)) return "payload numbers must be finite"
-    } else if (Array.isArray(v)) {
-      for (const item of v) stack.push([item, depth + 1])
-    } else if (v !== null && typeof v === "object") {
-      for (const [k, item] of Object.entries(v)) {
-        if (!storable(k)) return "payload keys must be valid Unicode text without NUL characters"
-        stack.push([item, depth + 1])
+const tooDeepPayload = `payload must not nest deeper than ${MAX_PAYLOAD_DEPTH} levels`
+
+// Recursion is bounded: it stops at MAX_PAYLOAD_DEPTH + 1 levels, however deep the value.
+const jsonbProblem = (v: unknown, depth: number): string | undefined => {
+  if (depth > MAX_PAYLOAD_DEPTH) return tooDeepPayload
+  switch (typeof v) {
+    case "string":
+      return storable(v) ? undefined : "payload strings must be valid Unicode text without NUL characters"
+    case "number":
+      return Number.isFinite(v) ? undefined : "payload numbers must be finite"
+    case "boolean":
+      return undefined
+    case "object": {
+      if (v === null) return undefined
+      if (Array.isArray(v)) {
+        for (let i = 0; i < v.length; i++) {
+          const problem = jsonbProblem(v[i], depth + 1)
+          if (problem !== undefined) return problem
+        }
+        return undefined
       }
-    } else if (typeof v !== "boolean" && v !== null) {
-      return "payload must be a JSON value"
+      const keys = Object.keys(v)
+      for (let i = 0; i < keys.length; i++) {
+        if (!storable(keys[i])) return "payload keys must be valid Unicode text without NUL characters"
+        const problem = jsonbProblem((v as Record<string, unknown>)[keys[i]], depth + 1)
+        if (problem !== undefined) return problem
+      }
+      return undefined
     }
+    default:
+      return "payload must be a JSON value"
   }
-  return undefined
 }
+
+/** Why a JSON value cannot be stored as jsonb (the first problem met, depth first), or undefined when it can. */
+export const payloadProblem = (value: unknown): string | undefined => jsonbProblem(value, 0)
 
 export const Payload = Schema.Unknown.pipe(
   Schema.filter((v) => payloadProblem(v) ?? true)

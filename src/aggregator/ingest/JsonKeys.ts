@@ -4,6 +4,35 @@ export interface JsonScan {
   readonly depth: number
 }
 
+// Objects with more keys than this, or with an escaped key, compare their keys through a Set of decoded
+// keys; smaller ones compare the raw spans of the text, which allocates nothing.
+const LINEAR_KEYS = 16
+
+// The scan is synchronous, so one set of work arrays serves every call (emptied at its start).
+/** Per open container: -1 for an array; for an object, where its keys start in `keyStart`/`keyEnd`. */
+const containers: Array<number> = []
+/** Per open object that switched to a Set (by container position). */
+const keySets: Array<Set<string> | undefined> = []
+/** The open objects' keys, as spans of the text between their quotes. */
+const keyStart: Array<number> = []
+const keyEnd: Array<number> = []
+
+const sameSpan = (text: string, a: number, aEnd: number, b: number, bEnd: number): boolean => {
+  if (aEnd - a !== bEnd - b) return false
+  for (; a < aEnd; a++, b++) if (text.charCodeAt(a) !== text.charCodeAt(b)) return false
+  return true
+}
+
+/** The key between the quotes at `start` and `end` (exclusive), unescaped; undefined if it is not a JSON string. */
+const keyText = (text: string, start: number, end: number, escaped: boolean): string | undefined => {
+  if (!escaped) return text.slice(start, end)
+  try {
+    return JSON.parse(text.slice(start - 1, end + 1))
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * One linear scan of `text`. `JSON.parse` silently keeps the last of duplicate keys, so
  * `{"event_id":"a","event_id":"b"}` would be stored as one thing while a reader of the raw request sees
@@ -11,47 +40,87 @@ export interface JsonScan {
  * schema's error formatter) sees them. Text that is not JSON ends the scan early (the parser then rejects it).
  */
 export const scanJson = (text: string): JsonScan => {
-  // One entry per open container: a Set of its keys for an object, null for an array.
-  const stack: Array<Set<string> | null> = []
+  containers.length = 0
+  keySets.length = 0
+  keyStart.length = 0
+  keyEnd.length = 0
+  try {
+    return scan(text)
+  } finally {
+    // drop references to this text's keys
+    keySets.length = 0
+  }
+}
+
+const scan = (text: string): JsonScan => {
   let depth = 0
   let expectKey = false
   const n = text.length
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i)
     if (c === 0x22 /* " */) {
-      const start = i
-      for (i++; i < n; i++) {
-        const d = text.charCodeAt(i)
-        if (d === 0x5c /* \ */) i++
-        else if (d === 0x22) break
+      const start = i + 1
+      // the closing quote: the next one not escaped (preceded by an even number of backslashes)
+      let end = text.indexOf("\"", start)
+      while (end > start && text.charCodeAt(end - 1) === 0x5c /* \ */) {
+        let k = end - 1
+        while (text.charCodeAt(k - 1) === 0x5c) k--
+        if ((end - k) % 2 === 0) break
+        end = text.indexOf("\"", end + 1)
       }
-      if (i >= n) break
-      const top = stack.length > 0 ? stack[stack.length - 1] : null
-      if (expectKey && top !== null) {
-        const raw = text.slice(start, i + 1)
-        let key: string
-        try {
-          key = raw.indexOf("\\") === -1 ? raw.slice(1, -1) : JSON.parse(raw)
-        } catch {
+      if (end < 0) break
+      i = end
+      const level = containers.length - 1
+      if (!expectKey || level < 0 || containers[level] < 0) continue
+      expectKey = false
+      let escaped = false
+      for (let k = start; k < end; k++) {
+        if (text.charCodeAt(k) === 0x5c) {
+          escaped = true
           break
         }
-        if (top.has(key)) return { duplicate: key, depth }
-        top.add(key)
-        expectKey = false
+      }
+      const first = containers[level]
+      let set = keySets[level]
+      if (set === undefined && (escaped || keyStart.length - first >= LINEAR_KEYS)) {
+        // switch this object to a Set of its decoded keys
+        set = new Set()
+        for (let k = first; k < keyStart.length; k++) set.add(text.slice(keyStart[k], keyEnd[k]))
+        keySets[level] = set
+      }
+      if (set !== undefined) {
+        const key = keyText(text, start, i, escaped)
+        if (key === undefined) break
+        if (set.has(key)) return { duplicate: key, depth }
+        set.add(key)
+      } else {
+        for (let k = first; k < keyStart.length; k++) {
+          if (sameSpan(text, keyStart[k], keyEnd[k], start, i)) return { duplicate: text.slice(start, i), depth }
+        }
+        keyStart.push(start)
+        keyEnd.push(i)
       }
     } else if (c === 0x7b /* { */) {
-      stack.push(new Set())
-      if (stack.length > depth) depth = stack.length
+      containers.push(keyStart.length)
+      keySets.push(undefined)
+      if (containers.length > depth) depth = containers.length
       expectKey = true
     } else if (c === 0x5b /* [ */) {
-      stack.push(null)
-      if (stack.length > depth) depth = stack.length
+      containers.push(-1)
+      keySets.push(undefined)
+      if (containers.length > depth) depth = containers.length
       expectKey = false
     } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
-      stack.pop()
+      const first = containers.pop()
+      keySets.pop()
+      // an object's keys go with it
+      if (first !== undefined && first >= 0) {
+        keyStart.length = first
+        keyEnd.length = first
+      }
       expectKey = false
     } else if (c === 0x2c /* , */) {
-      expectKey = stack.length > 0 && stack[stack.length - 1] !== null
+      expectKey = containers.length > 0 && containers[containers.length - 1] >= 0
     } else if (c === 0x3a /* : */) {
       expectKey = false
     }

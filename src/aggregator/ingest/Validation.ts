@@ -9,6 +9,7 @@ import {
   parseTimestamp,
   payloadProblem,
   sourceProblem,
+  timestampUtcIso,
   topicProblem
 } from "../../domain/Event.js"
 import type { NewEvent } from "../storage/EventStore.js"
@@ -98,35 +99,40 @@ const validateDeep = (item: unknown, maxPayloadBytes: number): Either.Either<New
 }
 
 /**
- * The decoder's answer for an event it accepts, computed by the same field checks the schema's filters
- * call, without building a parse tree; undefined for anything else, which then goes to the schema for its
- * issues (test/validation.test.ts checks that this agrees with the schema on generated events).
+ * The row of an event the schema accepts (its payload within the size limit), computed by the same field
+ * checks the schema's filters call, without building a parse tree or any object but the row; undefined for
+ * anything else, which then goes to the schema for its issues (test/aggregator/ingest/validation.test.ts
+ * checks that this agrees with the schema on generated events).
  */
-export const acceptedEvent = (item: unknown): typeof IngestEvent.Type | undefined => {
+export const acceptedEvent = (item: unknown, maxPayloadBytes = Number.POSITIVE_INFINITY): NewEvent | undefined => {
   if (typeof item !== "object" || item === null || Array.isArray(item)) return undefined
-  if (!Object.hasOwn(item, "topic") || !Object.hasOwn(item, "event_id") || !Object.hasOwn(item, "timestamp")) return undefined
   const { topic, event_id, timestamp, source, payload } = item as Record<string, unknown>
-  if (typeof topic !== "string" || topicProblem(topic) !== undefined) return undefined
-  if (typeof event_id !== "string" || eventIdProblem(event_id) !== undefined) return undefined
-  if (typeof timestamp !== "string") return undefined
-  const ts = parseTimestamp(timestamp)
-  if ("error" in ts) return undefined
+  if (typeof topic !== "string" || !Object.hasOwn(item, "topic") || topicProblem(topic) !== undefined) return undefined
+  if (typeof event_id !== "string" || !Object.hasOwn(item, "event_id") || eventIdProblem(event_id) !== undefined) return undefined
+  if (typeof timestamp !== "string" || !Object.hasOwn(item, "timestamp")) return undefined
+  const utcIso = timestampUtcIso(timestamp)
+  if (utcIso === undefined) return undefined
   const hasSource = Object.hasOwn(item, "source")
   if (hasSource && (typeof source !== "string" || sourceProblem(source) !== undefined)) return undefined
-  const hasPayload = Object.hasOwn(item, "payload")
-  if (hasPayload && (payload === undefined || payloadProblem(payload) !== undefined)) return undefined
+  let payloadText: string | null = null
+  if (Object.hasOwn(item, "payload")) {
+    if (payload === undefined || payloadProblem(payload) !== undefined) return undefined
+    payloadText = JSON.stringify(payload)
+    if (sizeIssue(payloadText, maxPayloadBytes) !== undefined) return undefined
+  }
   return {
     topic,
     event_id,
-    timestamp: ts.utcIso,
-    ...(hasSource ? { source: source as string } : {}),
-    ...(hasPayload ? { payload } : {})
+    timestamp: utcIso,
+    source: hasSource ? source as string : null,
+    payload: payloadText,
+    payloadValue: payloadText === null ? null : payload
   }
 }
 
 const validateShallow = (item: unknown, maxPayloadBytes: number): Either.Either<NewEvent, Array<Issue>> => {
-  const accepted = acceptedEvent(item)
-  return accepted !== undefined ? toNewEvent(accepted, maxPayloadBytes) : validateBySchema(item, maxPayloadBytes)
+  const accepted = acceptedEvent(item, maxPayloadBytes)
+  return accepted !== undefined ? Either.right(accepted) : validateBySchema(item, maxPayloadBytes)
 }
 
 /** The schema's verdict, with every failing field. */

@@ -159,15 +159,19 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
     const insertMany = (events: ReadonlyArray<NewEvent>, statementRows = 1000) =>
       db.use((sql) => {
         // positions in key order, repeats adjacent with the first occurrence first (the sort is stable)
-        const order = events.map((_, i) => i).sort((a, b) => byKey(events[a], events[b]))
+        // (a batch from one producer usually arrives in key order already: then there is nothing to sort)
+        let inOrder = true
+        for (let i = 1; i < events.length && inOrder; i++) inOrder = byKey(events[i - 1], events[i]) <= 0
         const unique: Array<NewEvent> = []
         const uniqueAt: Array<number> = []
-        for (const i of order) {
+        const keep = (i: number) => {
           if (unique.length === 0 || !sameKey(unique[unique.length - 1], events[i])) {
             unique.push(events[i])
             uniqueAt.push(i)
           }
         }
+        if (inOrder) for (let i = 0; i < events.length; i++) keep(i)
+        else for (const i of events.map((_, i) => i).sort((a, b) => byKey(events[a], events[b]))) keep(i)
         const shard = MutableRef.getAndUpdate(nextShard, (n) => (n + 1) % TOTAL_SHARDS)
         const statements = unique.length <= statementRows
           ? insertStatement(sql, unique, shard)
