@@ -21,7 +21,7 @@ interface Buffered {
 
 /** The batches joined into runs of at most `max` events, in order (one batch that fits goes as it is). */
 export const inSends = <A>(batches: ReadonlyArray<ReadonlyArray<A>>, max: number): Array<ReadonlyArray<A>> => {
-  if (batches.length === 1 && batches[0].length <= max) return [batches[0]]
+  if (batches.length === 1 && batches[0].length > 0 && batches[0].length <= max) return [batches[0]]
   const out: Array<ReadonlyArray<A>> = []
   let run: Array<A> = []
   for (const batch of batches) {

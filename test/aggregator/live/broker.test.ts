@@ -3,7 +3,7 @@ import { ConfigProvider, Effect, Either, FastCheck as fc, Layer } from "effect"
 import * as net from "node:net"
 import { afterAll, beforeAll, describe as plainDescribe, expect as plainExpect, it as plainIt } from "vitest"
 import { Batcher } from "../../../src/aggregator/ingest/Batcher.js"
-import { Broker } from "../../../src/aggregator/live/Broker.js"
+import { Broker, inSends } from "../../../src/aggregator/live/Broker.js"
 import { AggregatorConfig } from "../../../src/aggregator/Config.js"
 import { eventKey, type NewEvent } from "../../../src/aggregator/storage/EventStore.js"
 import { sseFrame, type Tail } from "../../../src/aggregator/live/StreamHub.js"
@@ -426,5 +426,19 @@ plainDescribe.skipIf(skipWithoutPostgres)(`a live-tail client that stops reading
       await agg.exited
       await db.drop()
     }
+  })
+})
+
+describe("inSends", () => {
+  it.prop("regroups commits into sends of at most max events, keeping every event once, in order", [
+    fc.array(fc.array(fc.nat(), { maxLength: 30 }), { maxLength: 12 }),
+    fc.integer({ min: 1, max: 40 })
+  ], ([batches, max]) => {
+    const sends = inSends(batches, max)
+    expect(sends.flat()).toEqual(batches.flat())
+    for (const s of sends) expect(s.length).toBeGreaterThan(0)
+    for (const s of sends) expect(s.length).toBeLessThanOrEqual(max)
+    // as few sends as the size allows
+    expect(sends.length).toBe(Math.ceil(batches.flat().length / max))
   })
 })
