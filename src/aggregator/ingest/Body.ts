@@ -61,14 +61,17 @@ const readLimited = (source: Readable, max: number) =>
     return Effect.sync(cleanup)
   })
 
-/** Strict UTF-8, no key twice in one object, then `JSON.parse` (an empty body is `null`, as the platform reads it). */
-export const parseJson = (bytes: Uint8Array): JsonBody | ValidationFailed => {
-  let text: string
+/** Strict UTF-8 decoding, or the 422 for a body that is not. */
+export const utf8Text = (bytes: Uint8Array): string | ValidationFailed => {
   try {
-    text = utf8.decode(bytes)
+    return utf8.decode(bytes)
   } catch {
     return bodyError("body is not valid UTF-8")
   }
+}
+
+/** No key twice in one object, then `JSON.parse` (an empty body is `null`, as the platform reads it). */
+export const parseJsonText = (text: string): JsonBody | ValidationFailed => {
   if (text === "") return { value: null, depth: 0 }
   const scan = scanJson(text)
   if (scan.duplicate !== undefined) return bodyError(`key ${JSON.stringify(scan.duplicate)} appears twice in one object`)
@@ -77,6 +80,12 @@ export const parseJson = (bytes: Uint8Array): JsonBody | ValidationFailed => {
   } catch {
     return bodyError("body must be JSON", "body is not valid JSON")
   }
+}
+
+/** Strict UTF-8, no key twice in one object, then `JSON.parse`. */
+export const parseJson = (bytes: Uint8Array): JsonBody | ValidationFailed => {
+  const text = utf8Text(bytes)
+  return typeof text === "string" ? parseJsonText(text) : text
 }
 
 // Bodies already read and parsed by the front door (`http/FastIngest.ts`) before it handed the request on.
@@ -99,7 +108,19 @@ export const readJsonBody = (
   request: HttpServerRequest.HttpServerRequest,
   maxBytes: number,
   acceptUntyped = false
-): Effect.Effect<JsonBody, BodyError> => {
+): Effect.Effect<JsonBody, BodyError> => readBody(request, maxBytes, acceptUntyped, parseJson, (incoming) => alreadyRead.get(incoming))
+
+/**
+ * Reads a JSON request body once under the rules of `readJsonBody`, and makes of its decoded bytes what
+ * `parse` makes of them (a refusal as a 422).
+ */
+export const readBody = <A>(
+  request: HttpServerRequest.HttpServerRequest,
+  maxBytes: number,
+  acceptUntyped: boolean,
+  parse: (bytes: Uint8Array) => A | ValidationFailed,
+  handedOver?: (incoming: Readable) => A | ValidationFailed | undefined
+): Effect.Effect<A, BodyError> => {
   const contentType = request.headers["content-type"]
   // A request with no body and no type (`POST /publish` alone) goes on to its 422.
   const missing = contentType === undefined || contentType.trim() === ""
@@ -123,18 +144,18 @@ export const readJsonBody = (
             : bodyError(source === incoming ? `could not read the body: ${e.message}` : `body is not valid ${encoding} data`)
         )
       ),
-      (bytes): Effect.Effect<JsonBody, BodyError> => {
+      (bytes): Effect.Effect<A, BodyError> => {
         if (bytes === "too_large") return Effect.fail(tooLarge())
         // a chunked body declares no length: only now is it known to be there
         if (untyped && bytes.length > 0) return Effect.fail(untypedBody())
-        const parsed = parseJson(bytes)
+        const parsed = parse(bytes)
         return parsed instanceof ValidationFailed ? Effect.fail(parsed) : Effect.succeed(parsed)
       }
     )
 
   if (encoding === "" || encoding === "identity") {
     if (declared > maxBytes) return Effect.fail(tooLarge())
-    const parsed = alreadyRead.get(incoming)
+    const parsed = handedOver?.(incoming)
     if (parsed === undefined) return decode(incoming)
     return parsed instanceof ValidationFailed ? Effect.fail(parsed) : Effect.succeed(parsed)
   }

@@ -11,9 +11,10 @@ import {
 } from "../../domain/Errors.js"
 import type { BatchItemResult, Issue } from "../../domain/Event.js"
 import { AggregatorConfig } from "../Config.js"
-import { eventKey, type Inserted, type NewEvent } from "../storage/EventStore.js"
+import { compareKeys, eventKey, type Inserted, type NewEvent } from "../storage/EventStore.js"
 import { Batcher } from "./Batcher.js"
-import { ClientGone, readJsonBody } from "./Body.js"
+import { scanBatch } from "./BatchScan.js"
+import { ClientGone, type JsonBody, parseJsonText, readBody, readJsonBody, utf8Text } from "./Body.js"
 import { Counters } from "./Counters.js"
 import { batchItems, GUARDED_DEPTH, validateItem } from "./Validation.js"
 
@@ -34,6 +35,58 @@ const duplicateOne = { processed: 0, duplicates: 1, rejected: 0 } as const
 const rejectedOne = { processed: 0, duplicates: 0, rejected: 1 } as const
 // a body cut off by the client going away is no event, and nobody reads this answer
 const clientGone = HttpServerResponse.empty({ status: 499 })
+
+type BatchBody = { readonly scanned: Array<NewEvent | string> } | JsonBody
+
+interface Verdicts {
+  readonly items: ReadonlyArray<unknown>
+  readonly checked: ReadonlyArray<Either.Either<NewEvent, ReadonlyArray<Issue>>>
+}
+
+/**
+ * The valid items to write, each key once (its first occurrence), and per item its position among them, -1
+ * when rejected or -2 when it repeats a key. A batch in key order (the usual) finds repeats next to each
+ * other; any other goes through a map.
+ */
+const firstOccurrences = (checked: ReadonlyArray<Either.Either<NewEvent, ReadonlyArray<Issue>>>) => {
+  const toWrite: Array<NewEvent> = []
+  const slot = new Array<number>(checked.length)
+  let last: NewEvent | undefined
+  let inOrder = true
+  for (let i = 0; i < checked.length && inOrder; i++) {
+    const c = checked[i]
+    if (Either.isLeft(c)) continue
+    if (last !== undefined && compareKeys(last, c.right) > 0) inOrder = false
+    last = c.right
+  }
+  last = undefined
+  const firstOf = inOrder ? undefined : new Map<string, number>()
+  for (let i = 0; i < checked.length; i++) {
+    const c = checked[i]
+    if (Either.isLeft(c)) {
+      slot[i] = -1
+      continue
+    }
+    const e = c.right
+    if (firstOf === undefined) {
+      if (last !== undefined && compareKeys(last, e) === 0) {
+        slot[i] = -2
+        continue
+      }
+      last = e
+    } else {
+      const key = eventKey(e.topic, e.event_id)
+      if (firstOf.has(key)) {
+        slot[i] = -2
+        continue
+      }
+      firstOf.set(key, toWrite.length)
+    }
+    slot[i] = toWrite.length
+    toWrite.push(e)
+  }
+  return { slot, toWrite }
+}
 
 const statusText = { processed: "\"processed\"", dropped_duplicate: "\"dropped_duplicate\"" } as const
 
@@ -96,7 +149,7 @@ export class Ingest extends Effect.Service<Ingest>()("Aggregator/Ingest", {
     const batcher = yield* Batcher
     const stats = yield* Counters
 
-    const readBody = (request: HttpServerRequest.HttpServerRequest) =>
+    const readEvent = (request: HttpServerRequest.HttpServerRequest) =>
       readJsonBody(request, config.maxBodyBytes, config.acceptUntypedBodies)
 
     const write = (events: ReadonlyArray<NewEvent>) =>
@@ -108,7 +161,7 @@ export class Ingest extends Effect.Service<Ingest>()("Aggregator/Ingest", {
     const publishOne = (request: HttpServerRequest.HttpServerRequest): Answer =>
       Effect.flatMap(
         Effect.catchAll(
-          readBody(request),
+          readEvent(request),
           (e) => e instanceof ClientGone ? Effect.succeed(undefined) : Effect.zipRight(stats.record(rejectedOne), Effect.fail(e))
         ),
         (body): Answer => {
@@ -129,38 +182,65 @@ export class Ingest extends Effect.Service<Ingest>()("Aggregator/Ingest", {
         }
       )
 
+    // A batch body is scanned into rows in one pass when it is the common case (BatchScan), else parsed.
+    const parseBatch = (bytes: Uint8Array): BatchBody | ValidationFailed => {
+      const text = utf8Text(bytes)
+      if (typeof text !== "string") return text
+      const scanned = scanBatch(text, config.maxPayloadBytes)
+      return scanned !== undefined ? { scanned } : parseJsonText(text)
+    }
+
+    // The items and their verdicts: a scanned row is accepted as it is; an item handed back as text (its
+    // syntax already checked, no key twice, shallow) is parsed and validated the usual way.
+    const verdicts = (body: BatchBody): Either.Either<Verdicts, ValidationFailed | PayloadTooLarge> => {
+      let items: ReadonlyArray<unknown>
+      if ("scanned" in body) {
+        items = body.scanned
+      } else {
+        const envelope = batchItems(body.value, body.depth > GUARDED_DEPTH)
+        if (Either.isLeft(envelope)) return Either.left(ValidationFailed.fromIssues(envelope.left))
+        items = envelope.right
+      }
+      if (items.length > config.maxBatchEvents) {
+        return Either.left(
+          new PayloadTooLarge({ message: `a batch may hold at most ${config.maxBatchEvents} events; split it`, limit: config.maxBatchEvents })
+        )
+      }
+      if ("scanned" in body) {
+        const values = new Array<unknown>(items.length)
+        const checked = new Array<Either.Either<NewEvent, Array<Issue>>>(items.length)
+        for (let i = 0; i < items.length; i++) {
+          const item = body.scanned[i]
+          if (typeof item === "string") {
+            values[i] = JSON.parse(item)
+            checked[i] = validateItem(values[i], config.maxPayloadBytes, false)
+          } else {
+            values[i] = item
+            checked[i] = Either.right(item)
+          }
+        }
+        return Either.right({ items: values, checked })
+      }
+      const deep = body.depth > GUARDED_DEPTH
+      return Either.right({ items, checked: items.map((item) => validateItem(item, config.maxPayloadBytes, deep)) })
+    }
+
     // Each valid item is written once per key (its first occurrence); later repeats are duplicates.
     const publishBatch = (request: HttpServerRequest.HttpServerRequest): Answer =>
-      Effect.flatMap(Effect.catchTag(readBody(request), "ClientGone", () => Effect.succeed(undefined)), (body): Answer => {
-        if (body === undefined) return Effect.succeed(clientGone)
-        const deep = body.depth > GUARDED_DEPTH
-        const envelope = batchItems(body.value, deep)
-        if (Either.isLeft(envelope)) return Effect.fail(ValidationFailed.fromIssues(envelope.left))
-        const items = envelope.right
-        if (items.length > config.maxBatchEvents) {
-          return Effect.fail(
-            new PayloadTooLarge({ message: `a batch may hold at most ${config.maxBatchEvents} events; split it`, limit: config.maxBatchEvents })
-          )
+      Effect.flatMap(
+        Effect.catchTag(readBody(request, config.maxBodyBytes, config.acceptUntypedBodies, parseBatch), "ClientGone", () => Effect.succeed(undefined)),
+        (body): Answer => {
+          if (body === undefined) return Effect.succeed(clientGone)
+          const verdict = verdicts(body)
+          if (Either.isLeft(verdict)) return Effect.fail(verdict.left)
+          const { checked, items } = verdict.right
+          const { slot, toWrite } = firstOccurrences(checked)
+          return Effect.flatMap(write(toWrite), (rows) => {
+            const answer = batchAnswer(items, checked, slot, rows)
+            return Effect.as(stats.record(answer), HttpServerResponse.text(answer.text, { contentType: "application/json" }))
+          })
         }
-        const checked = items.map((item) => validateItem(item, config.maxPayloadBytes, deep))
-        const firstOf = new Map<string, number>()
-        const toWrite: Array<NewEvent> = []
-        const slot = checked.map((c) => {
-          if (Either.isLeft(c)) return -1
-          const key = eventKey(c.right.topic, c.right.event_id)
-          if (firstOf.has(key)) return -2
-          firstOf.set(key, toWrite.length)
-          toWrite.push(c.right)
-          return toWrite.length - 1
-        })
-        return Effect.flatMap(write(toWrite), (rows) => {
-          const answer = batchAnswer(items, checked, slot, rows)
-          return Effect.as(
-            stats.record(answer),
-            HttpServerResponse.text(answer.text, { contentType: "application/json" })
-          )
-        })
-      })
+      )
 
     return { publishOne, publishBatch } as const
   }),

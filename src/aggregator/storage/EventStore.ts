@@ -19,12 +19,10 @@ export interface NewEvent {
   readonly payloadValue?: unknown
 }
 
-const payloadValue = (e: NewEvent): unknown =>
-  e.payloadValue !== undefined ? e.payloadValue : e.payload === null ? null : JSON.parse(e.payload)
-
 export const eventKey = (topic: string, eventId: string): string => `${topic}\u0000${eventId}`
 
-const byKey = (a: NewEvent, b: NewEvent) =>
+/** Orders events by (topic, event_id), as the store writes them. */
+export const compareKeys = (a: NewEvent, b: NewEvent) =>
   a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.event_id < b.event_id ? -1 : a.event_id > b.event_id ? 1 : 0
 
 const sameKey = (a: { topic: string; event_id: string }, b: { topic: string; event_id: string }) =>
@@ -49,23 +47,59 @@ type InsertedRow = Omit<Row, "payload">
 
 const toStored = (r: Row): StoredEvent => ({ ...r, seq: Number(r.seq) })
 
-// The payload is not read back from the database: the caller's copy is the one that was stored.
-const stored = (r: InsertedRow, e: NewEvent): StoredEvent => ({
-  seq: Number(r.seq),
-  topic: r.topic,
-  event_id: r.event_id,
-  timestamp: r.timestamp,
-  source: r.source,
-  received_at: r.received_at,
-  payload: payloadValue(e)
-})
+// The payload is not read back from the database: the caller's copy is the one that was stored. One sent as
+// text only (a scanned batch) is parsed when somebody first reads it — an announcement nobody listens to never
+// does. The getter is an own enumerable property, so JSON.stringify, spreads and equality see a plain field.
+const stored = (r: InsertedRow, e: NewEvent): StoredEvent =>
+  e.payloadValue !== undefined || e.payload === null
+    ? {
+      seq: Number(r.seq),
+      topic: r.topic,
+      event_id: r.event_id,
+      timestamp: r.timestamp,
+      source: r.source,
+      payload: e.payloadValue !== undefined ? e.payloadValue : null,
+      received_at: r.received_at
+    }
+    : lazyPayload(r, e.payload)
 
+const lazyPayload = (r: InsertedRow, text: string): StoredEvent => {
+  let parsed: unknown
+  let done = false
+  return {
+    seq: Number(r.seq),
+    topic: r.topic,
+    event_id: r.event_id,
+    timestamp: r.timestamp,
+    source: r.source,
+    get payload() {
+      if (!done) {
+        parsed = JSON.parse(text)
+        done = true
+      }
+      return parsed
+    },
+    received_at: r.received_at
+  }
+}
+
+// A topic and a source usually repeat from the row before: their JSON is reused.
 const rowsJson = (rows: ReadonlyArray<NewEvent>): string => {
   let text = "["
+  let topic: string | undefined, topicJson = ""
+  let source: string | null | undefined, sourceJson = ""
   for (let i = 0; i < rows.length; i++) {
     const e = rows[i]
-    text += `${i === 0 ? "" : ","}{"t":${JSON.stringify(e.topic)},"e":${JSON.stringify(e.event_id)},"ts":${JSON.stringify(e.timestamp)},` +
-      `"s":${e.source === null ? "null" : JSON.stringify(e.source)},"p":${e.payload === null ? "null" : `[${e.payload}]`}}`
+    if (e.topic !== topic) {
+      topic = e.topic
+      topicJson = JSON.stringify(topic)
+    }
+    if (e.source !== source) {
+      source = e.source
+      sourceJson = source === null ? "null" : JSON.stringify(source)
+    }
+    text += `${i === 0 ? "" : ","}{"t":${topicJson},"e":${JSON.stringify(e.event_id)},"ts":${JSON.stringify(e.timestamp)},"s":${sourceJson},` +
+      `"p":${e.payload === null ? "null" : `[${e.payload}]`}}`
   }
   return text + "]"
 }
@@ -161,7 +195,7 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
         // positions in key order, repeats adjacent with the first occurrence first (the sort is stable)
         // (a batch from one producer usually arrives in key order already: then there is nothing to sort)
         let inOrder = true
-        for (let i = 1; i < events.length && inOrder; i++) inOrder = byKey(events[i - 1], events[i]) <= 0
+        for (let i = 1; i < events.length && inOrder; i++) inOrder = compareKeys(events[i - 1], events[i]) <= 0
         const unique: Array<NewEvent> = []
         const uniqueAt: Array<number> = []
         const keep = (i: number) => {
@@ -171,7 +205,7 @@ export class EventStore extends Effect.Service<EventStore>()("Aggregator/EventSt
           }
         }
         if (inOrder) for (let i = 0; i < events.length; i++) keep(i)
-        else for (const i of events.map((_, i) => i).sort((a, b) => byKey(events[a], events[b]))) keep(i)
+        else for (const i of events.map((_, i) => i).sort((a, b) => compareKeys(events[a], events[b]))) keep(i)
         const shard = MutableRef.getAndUpdate(nextShard, (n) => (n + 1) % TOTAL_SHARDS)
         const statements = unique.length <= statementRows
           ? insertStatement(sql, unique, shard)
