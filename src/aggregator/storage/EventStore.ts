@@ -47,9 +47,43 @@ type InsertedRow = Omit<Row, "payload">
 
 const toStored = (r: Row): StoredEvent => ({ ...r, seq: Number(r.seq) })
 
-// The payload is not read back from the database: the caller's copy is the one that was stored. One sent as
-// text only (a scanned batch) is parsed when somebody first reads it — an announcement nobody listens to never
-// does. The getter is an own enumerable property, so JSON.stringify, spreads and equality see a plain field.
+const notParsed = Symbol("notParsed")
+
+/**
+ * A stored event whose payload is still the JSON text it was sent in (from a scanned batch): parsed on the
+ * first read of `payload`, so an announcement nobody listens to never parses it. `payload` is a getter and
+ * `toJSON` writes the event in the schema's field order, so JSON.stringify and property reads see the
+ * event as it is; a spread does not copy the payload.
+ */
+class StoredRow implements StoredEvent {
+  readonly seq: number
+  readonly topic: string
+  readonly event_id: string
+  readonly timestamp: string
+  readonly source: string | null
+  readonly received_at: string
+  readonly #text: string
+  #value: unknown = notParsed
+  constructor(r: InsertedRow, text: string) {
+    this.seq = Number(r.seq)
+    this.topic = r.topic
+    this.event_id = r.event_id
+    this.timestamp = r.timestamp
+    this.source = r.source
+    this.received_at = r.received_at
+    this.#text = text
+  }
+  get payload(): unknown {
+    if (this.#value === notParsed) this.#value = JSON.parse(this.#text)
+    return this.#value
+  }
+  toJSON(): StoredEvent {
+    const { event_id, received_at, seq, source, timestamp, topic } = this
+    return { seq, topic, event_id, timestamp, source, payload: this.payload, received_at }
+  }
+}
+
+// The payload is not read back from the database: the caller's copy is the one that was stored.
 const stored = (r: InsertedRow, e: NewEvent): StoredEvent =>
   e.payloadValue !== undefined || e.payload === null
     ? {
@@ -61,27 +95,7 @@ const stored = (r: InsertedRow, e: NewEvent): StoredEvent =>
       payload: e.payloadValue !== undefined ? e.payloadValue : null,
       received_at: r.received_at
     }
-    : lazyPayload(r, e.payload)
-
-const lazyPayload = (r: InsertedRow, text: string): StoredEvent => {
-  let parsed: unknown
-  let done = false
-  return {
-    seq: Number(r.seq),
-    topic: r.topic,
-    event_id: r.event_id,
-    timestamp: r.timestamp,
-    source: r.source,
-    get payload() {
-      if (!done) {
-        parsed = JSON.parse(text)
-        done = true
-      }
-      return parsed
-    },
-    received_at: r.received_at
-  }
-}
+    : new StoredRow(r, e.payload)
 
 // A topic and a source usually repeat from the row before: their JSON is reused.
 const rowsJson = (rows: ReadonlyArray<NewEvent>): string => {
