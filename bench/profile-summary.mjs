@@ -4,8 +4,10 @@
 //   node bench/profile-summary.mjs <file.cpuprofile> --callers <functionName> [--depth 6]   (who calls it)
 // --window keeps only samples taken between two CLOCK_MONOTONIC microsecond readings (what
 // process.hrtime.bigint() / 1000n gives in any process on the machine), e.g. one load phase.
-import { readFileSync } from "node:fs"
-import { pathToFileURL } from "node:url"
+import { existsSync, readFileSync } from "node:fs"
+import { SourceMap } from "node:module"
+import { dirname, resolve } from "node:path"
+import { fileURLToPath, pathToFileURL } from "node:url"
 
 const PSEUDO = new Set(["(garbage collector)", "(program)", "(idle)", "(root)"])
 
@@ -30,8 +32,38 @@ const packageOf = (url, fn) => {
   }
   const cwd = process.cwd() + "/"
   const rel = path.startsWith(cwd) ? path.slice(cwd.length) : path
-  const m = /^(dist\/[^/]+)\//.exec(rel)
+  const m = /^((?:dist|src)\/[^/]+)\//.exec(rel)
   return m ? `(project) ${m[1]}` : `(project) ${rel}`
+}
+
+// A bundle (dist/aggregator/index.js and its chunks) is one file for many modules: a frame in it is charged to
+// the module its source map names, so files and packages read as they do for unbundled code.
+const sourceMaps = new Map()
+const sourceMapOf = (url) => {
+  if (!sourceMaps.has(url)) {
+    let map
+    try {
+      const path = fileURLToPath(url)
+      const m = /\/\/# sourceMappingURL=(\S+)\s*$/.exec(readFileSync(path, "utf8").slice(-500))
+      const file = m && resolve(dirname(path), m[1])
+      if (file && existsSync(file)) map = { map: new SourceMap(JSON.parse(readFileSync(file, "utf8"))), dir: dirname(file) }
+    } catch {
+      // not a file, or no usable map: the frame stays as it is
+    }
+    sourceMaps.set(url, map)
+  }
+  return sourceMaps.get(url)
+}
+
+/** The frame's callFrame, through its file's source map when it has one. */
+const original = (callFrame) => {
+  const { url, lineNumber, columnNumber } = callFrame
+  if (!url?.startsWith("file://") || url.includes("/node_modules/")) return callFrame
+  const sm = sourceMapOf(url)
+  const entry = sm?.map.findEntry(lineNumber, columnNumber)
+  if (!entry?.originalSource) return callFrame
+  const source = entry.originalSource.startsWith("file://") ? entry.originalSource : pathToFileURL(resolve(sm.dir, entry.originalSource)).href
+  return { ...callFrame, url: source, lineNumber: entry.originalLine }
 }
 
 /**
@@ -62,7 +94,7 @@ export const summarize = (profile, top = 20, window = undefined) => {
   for (const node of profile.nodes) {
     const us = self.get(node.id) ?? 0
     if (us === 0) continue
-    const { functionName, url, lineNumber } = node.callFrame
+    const { functionName, url, lineNumber } = original(node.callFrame)
     const fn = functionName || "(anonymous)"
     total += us
     if (fn === "(idle)") idle += us
@@ -89,7 +121,7 @@ export const summarizeFile = (file, top = 20, window = undefined) =>
   summarize(JSON.parse(readFileSync(file, "utf8")), top, window)
 
 const frameText = (node) => {
-  const { functionName, url, lineNumber } = node.callFrame
+  const { functionName, url, lineNumber } = original(node.callFrame)
   return url ? `${functionName || "(anonymous)"}  ${fileOf(url, functionName)}:${lineNumber + 1}` : functionName || "(anonymous)"
 }
 

@@ -1,10 +1,10 @@
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
-import * as HttpApiSwagger from "@effect/platform/HttpApiSwagger"
 import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as Layer from "effect/Layer"
 import { AggregatorConfig } from "./Config.js"
+import { DocsLive } from "./http/Docs.js"
 import { FastIngestLive } from "./http/FastIngest.js"
 import { ApiMiddlewareLive } from "./http/Middleware.js"
 import { ApiLive, NodeServerLive, ServeLive } from "./http/Server.js"
@@ -38,7 +38,7 @@ export const AggregatorLive = DrainOnShutdownLive.pipe(
       // topic and event_id may be 255 code points (510 UTF-16 units); the router's default cap is 100
       Layer.provide(HttpRouter.setRouterConfig({ maxParamLength: 1024 })),
       Layer.provide(ApiMiddlewareLive),
-      Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
+      Layer.provide(DocsLive),
       Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
       Layer.provide(ApiLive),
       HttpServer.withLogAddress,

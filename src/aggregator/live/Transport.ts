@@ -4,7 +4,7 @@ import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import { Redis, type RedisOptions } from "ioredis"
+import type { Redis, RedisOptions } from "ioredis"
 import { StoredEvent } from "../../domain/Event.js"
 
 /** How announcements leave this process, and the Redis connection for commands when there is one. */
@@ -37,10 +37,14 @@ export const inProcess = (heard: (events: ReadonlyArray<StoredEvent>) => void): 
   commands: Option.none()
 })
 
+// ioredis is loaded only when REDIS_URL is set: importing it costs about 20 MiB of resident memory
+const loadRedis = Effect.promise(() => import("ioredis"))
+
 const connection = (url: string, name: string, options: RedisOptions) =>
   Effect.acquireRelease(
     Effect.gen(function*() {
       const log = Runtime.runFork(yield* Effect.runtime<never>())
+      const { Redis } = yield* loadRedis
       const redis = new Redis(url, { connectionName: `log-aggregator-${name}`, retryStrategy, ...options })
       let down = false
       redis.on("ready", () => {

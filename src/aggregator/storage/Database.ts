@@ -18,7 +18,6 @@ import * as Pg from "pg"
 import { NotReady, StorageUnavailable } from "../../domain/Errors.js"
 import { AggregatorConfig } from "../Config.js"
 import { runMigrations } from "./Migrations.js"
-import * as PgliteClient from "./PgliteClient.js"
 import { DbPool, type PoolUsage } from "./Pool.js"
 
 const describe = (e: unknown): string => {
@@ -87,12 +86,15 @@ export class Database extends Effect.Service<Database>()("Aggregator/Database", 
     const backend = Option.isSome(config.databaseUrl) ? "postgresql" : "pglite"
 
     const clientLayer: Layer.Layer<SqlClient.SqlClient | DbPool, unknown> = Option.match(config.databaseUrl, {
-      onNone: () => PgliteClient.layer({
-        dataDir: config.dataDir,
-        template: config.pgliteTemplate,
-        sharedBuffers: config.pgliteSharedBuffers,
-        liftoffOnly: config.pgliteLiftoffOnly
-      }),
+      // PGlite's code is loaded only when it is used
+      onNone: () =>
+        Layer.unwrapEffect(Effect.map(Effect.promise(() => import("./PgliteClient.js")), (PgliteClient) =>
+          PgliteClient.layer({
+            dataDir: config.dataDir,
+            template: config.pgliteTemplate,
+            sharedBuffers: config.pgliteSharedBuffers,
+            liftoffOnly: config.pgliteLiftoffOnly
+          }))),
       onSome: (url) => pgLayer(Redacted.value(url), config.dbPoolSize)
     })
 
