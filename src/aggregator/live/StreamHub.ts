@@ -26,7 +26,7 @@ const heartbeat: Piece = { events: [], bytes: Buffer.from(":\n\n") }
  * Waits for one item, then takes what else has arrived meanwhile, up to `max` in all (`Queue.takeBetween(q, 1,
  * max)` on an empty queue answers the first item alone, leaving what was offered with it in the same step).
  */
-export const takeGathered = <A>(queue: Queue.Dequeue<A>, max: number): Effect.Effect<ReadonlyArray<A>> =>
+const takeGathered = <A>(queue: Queue.Dequeue<A>, max: number): Effect.Effect<ReadonlyArray<A>> =>
   Effect.flatMap(Queue.take(queue), (first) =>
     Effect.map(Queue.takeUpTo(queue, max - 1), (rest) => [first, ...Chunk.toReadonlyArray(rest)]))
 
