@@ -23,10 +23,12 @@ export const scanBatch = (body: string, maxPayloadBytes: number): Array<NewEvent
   pos = 0
   keyStart.length = 0
   keyEnd.length = 0
+  lastTopic = lastSource = topicChecked = sourceChecked = undefined
   try {
     return batch(maxPayloadBytes)
   } finally {
     text = ""
+    lastTopic = lastSource = topicChecked = sourceChecked = undefined
   }
 }
 
@@ -46,6 +48,16 @@ let unusual = false
 /** the open objects' keys, as spans of the text between their quotes */
 const keyStart: Array<number> = []
 const keyEnd: Array<number> = []
+
+// Topics and sources mostly repeat from one event to the next: the same text is the same string, checked once.
+let lastTopic: string | undefined
+let lastSource: string | undefined
+let topicChecked: string | undefined
+let sourceChecked: string | null | undefined
+
+/** The string between `start` and `end`: `last` itself when it has the same text. */
+const repeated = (last: string | undefined, start: number, end: number): string =>
+  last !== undefined && last.length === end - start && text.startsWith(last, start) ? last : text.slice(start, end)
 
 const isDigit = (c: number) => c >= 0x30 && c <= 0x39
 
@@ -248,12 +260,11 @@ const item = (depth: number, maxPayloadBytes: number): NewEvent | string | undef
       } else if (text.charCodeAt(pos) === 0x22) {
         if (!string()) return undefined
         if (escaped) plain = false
-        const s = text.slice(at + 1, pos - 1)
-        if (field === TOPIC) topic = s
-        else if (field === EVENT_ID) eventId = s
-        else if (field === TIMESTAMP) timestamp = s
+        if (field === TOPIC) topic = lastTopic = repeated(lastTopic, at + 1, pos - 1)
+        else if (field === EVENT_ID) eventId = text.slice(at + 1, pos - 1)
+        else if (field === TIMESTAMP) timestamp = text.slice(at + 1, pos - 1)
         else {
-          source = s
+          source = lastSource = repeated(lastSource, at + 1, pos - 1)
           hasSource = true
         }
       } else {
@@ -271,8 +282,15 @@ const item = (depth: number, maxPayloadBytes: number): NewEvent | string | undef
   keyStart.length = first
   keyEnd.length = first
   if (!plain || topic === undefined || eventId === undefined || timestamp === undefined) return text.slice(start, pos)
-  if (topicProblem(topic) !== undefined || eventIdProblem(eventId) !== undefined) return text.slice(start, pos)
-  if (hasSource && sourceProblem(source!) !== undefined) return text.slice(start, pos)
+  if (topic !== topicChecked) {
+    if (topicProblem(topic) !== undefined) return text.slice(start, pos)
+    topicChecked = topic
+  }
+  if (eventIdProblem(eventId) !== undefined) return text.slice(start, pos)
+  if (hasSource && source !== sourceChecked) {
+    if (sourceProblem(source!) !== undefined) return text.slice(start, pos)
+    sourceChecked = source
+  }
   const utcIso = timestampUtcIso(timestamp)
   if (utcIso === undefined) return text.slice(start, pos)
   // Without exponents the text as written is at least as long as the parser's JSON of it (which the limit
