@@ -130,6 +130,18 @@ const number = (): boolean => {
   return true
 }
 
+const MORE = 0, END = 1, INVALID = 2
+
+/** After a member of an object or array: a `,` and more to come, its closing `close`, or anything else. */
+const afterMember = (close: number): number => {
+  space()
+  const c = text.charCodeAt(pos++)
+  if (c === close) return END
+  if (c !== 0x2c) return INVALID
+  space()
+  return MORE
+}
+
 const literal = (word: string): boolean => {
   if (!text.startsWith(word, pos)) return false
   pos += word.length
@@ -182,11 +194,9 @@ const object = (depth: number): boolean => {
     pos++
     space()
     if (!value(depth)) return false
-    space()
-    const c = text.charCodeAt(pos++)
-    if (c === 0x7d) break
-    if (c !== 0x2c) return false
-    space()
+    const next = afterMember(0x7d)
+    if (next === END) break
+    if (next === INVALID) return false
   }
   keyStart.length = first
   keyEnd.length = first
@@ -203,11 +213,8 @@ const array = (depth: number): boolean => {
   }
   for (;;) {
     if (!value(depth)) return false
-    space()
-    const c = text.charCodeAt(pos++)
-    if (c === 0x5d) return true
-    if (c !== 0x2c) return false
-    space()
+    const next = afterMember(0x5d)
+    if (next !== MORE) return next === END
   }
 }
 
@@ -272,11 +279,9 @@ const item = (depth: number, maxPayloadBytes: number): NewEvent | string | undef
         if (!value(depth + 1)) return undefined
         plain = false
       }
-      space()
-      const c = text.charCodeAt(pos++)
-      if (c === 0x7d) break
-      if (c !== 0x2c) return undefined
-      space()
+      const next = afterMember(0x7d)
+      if (next === END) break
+      if (next === INVALID) return undefined
     }
   }
   keyStart.length = first
@@ -311,14 +316,11 @@ const items = (depth: number, maxPayloadBytes: number): Array<NewEvent | string>
     return out
   }
   for (;;) {
-    const next = item(depth, maxPayloadBytes)
-    if (next === undefined) return undefined
-    out.push(next)
-    space()
-    const c = text.charCodeAt(pos++)
-    if (c === 0x5d) return out
-    if (c !== 0x2c) return undefined
-    space()
+    const found = item(depth, maxPayloadBytes)
+    if (found === undefined) return undefined
+    out.push(found)
+    const next = afterMember(0x5d)
+    if (next !== MORE) return next === END ? out : undefined
   }
 }
 
@@ -348,11 +350,9 @@ const batch = (maxPayloadBytes: number): Array<NewEvent | string> | undefined =>
       } else if (!value(1)) {
         return undefined
       }
-      space()
-      const d = text.charCodeAt(pos++)
-      if (d === 0x7d) break
-      if (d !== 0x2c) return undefined
-      space()
+      const next = afterMember(0x7d)
+      if (next === END) break
+      if (next === INVALID) return undefined
     }
   }
   if (found === undefined) return undefined
