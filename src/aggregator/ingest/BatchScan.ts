@@ -48,6 +48,9 @@ let unusual = false
 /** the open objects' keys, as spans of the text between their quotes */
 const keyStart: Array<number> = []
 const keyEnd: Array<number> = []
+/** the span of the key `key` read last */
+let keyFrom = 0
+let keyTo = 0
 
 // Topics and sources mostly repeat from one event to the next: the same text is the same string, checked once.
 let lastTopic: string | undefined
@@ -130,6 +133,15 @@ const number = (): boolean => {
   return true
 }
 
+/** At `{` or `[`: moves past it and any space; true when it closes at once with `close` (then past that too). */
+const opensEmpty = (close: number): boolean => {
+  pos++
+  space()
+  if (text.charCodeAt(pos) !== close) return false
+  pos++
+  return true
+}
+
 const MORE = 0, END = 1, INVALID = 2
 
 /** After a member of an object or array: a `,` and more to come, its closing `close`, or anything else. */
@@ -163,6 +175,18 @@ const key = (first: number): boolean => {
   for (let k = first; k < keyStart.length; k++) if (sameSpan(keyStart[k], keyEnd[k], start, end)) return false
   keyStart.push(start)
   keyEnd.push(end)
+  keyFrom = start
+  keyTo = end
+  return true
+}
+
+/** At `"`: a key of the object whose keys start at `first`, and the `:` after it; false to give up. */
+const memberKey = (first: number): boolean => {
+  if (text.charCodeAt(pos) !== 0x22 || !key(first)) return false
+  space()
+  if (text.charCodeAt(pos) !== 0x3a) return false
+  pos++
+  space()
   return true
 }
 
@@ -180,20 +204,10 @@ const value = (depth: number): boolean => {
 
 const object = (depth: number): boolean => {
   if (depth > MAX_DEPTH) return false
-  pos++
-  space()
-  if (text.charCodeAt(pos) === 0x7d) {
-    pos++
-    return true
-  }
+  if (opensEmpty(0x7d)) return true
   const first = keyStart.length
   for (;;) {
-    if (text.charCodeAt(pos) !== 0x22 || !key(first)) return false
-    space()
-    if (text.charCodeAt(pos) !== 0x3a) return false
-    pos++
-    space()
-    if (!value(depth)) return false
+    if (!memberKey(first) || !value(depth)) return false
     const next = afterMember(0x7d)
     if (next === END) break
     if (next === INVALID) return false
@@ -205,12 +219,7 @@ const object = (depth: number): boolean => {
 
 const array = (depth: number): boolean => {
   if (depth > MAX_DEPTH) return false
-  pos++
-  space()
-  if (text.charCodeAt(pos) === 0x5d) {
-    pos++
-    return true
-  }
+  if (opensEmpty(0x5d)) return true
   for (;;) {
     if (!value(depth)) return false
     const next = afterMember(0x5d)
@@ -241,21 +250,13 @@ const item = (depth: number, maxPayloadBytes: number): NewEvent | string | undef
   let source: string | null = null, payload: string | null = null
   let hasSource = false
   let plain = true
-  pos++
-  space()
   const first = keyStart.length
-  if (text.charCodeAt(pos) === 0x7d) {
-    pos++
+  if (opensEmpty(0x7d)) {
     plain = false
   } else {
     for (;;) {
-      const keyAt = pos + 1
-      if (text.charCodeAt(pos) !== 0x22 || !key(first)) return undefined
-      const field = fieldOf(keyAt, pos - 1)
-      space()
-      if (text.charCodeAt(pos) !== 0x3a) return undefined
-      pos++
-      space()
+      if (!memberKey(first)) return undefined
+      const field = fieldOf(keyFrom, keyTo)
       const at = pos
       if (field === 0 || field === PAYLOAD) {
         unusual = false
@@ -309,12 +310,7 @@ const item = (depth: number, maxPayloadBytes: number): NewEvent | string | undef
 /** The items of `[…]` at `pos`, `depth` containers deep. */
 const items = (depth: number, maxPayloadBytes: number): Array<NewEvent | string> | undefined => {
   const out: Array<NewEvent | string> = []
-  pos++
-  space()
-  if (text.charCodeAt(pos) === 0x5d) {
-    pos++
-    return out
-  }
+  if (opensEmpty(0x5d)) return out
   for (;;) {
     const found = item(depth, maxPayloadBytes)
     if (found === undefined) return undefined
@@ -332,18 +328,10 @@ const batch = (maxPayloadBytes: number): Array<NewEvent | string> | undefined =>
   if (c === 0x5b) {
     found = items(1, maxPayloadBytes)
   } else if (c === 0x7b) {
-    pos++
-    space()
-    if (text.charCodeAt(pos) === 0x7d) return undefined
+    if (opensEmpty(0x7d)) return undefined
     for (;;) {
-      const keyAt = pos + 1
-      if (text.charCodeAt(pos) !== 0x22 || !key(0)) return undefined
-      const isEvents = pos - 1 - keyAt === 6 && text.startsWith("events", keyAt)
-      space()
-      if (text.charCodeAt(pos) !== 0x3a) return undefined
-      pos++
-      space()
-      if (isEvents) {
+      if (!memberKey(0)) return undefined
+      if (keyTo - keyFrom === 6 && text.startsWith("events", keyFrom)) {
         if (text.charCodeAt(pos) !== 0x5b) return undefined
         found = items(2, maxPayloadBytes)
         if (found === undefined) return undefined
