@@ -222,7 +222,15 @@ const make = (options: PublisherOptions) =>
     const onAttempt = options.onAttempt
     const schedule = retrySchedule(options.backoff ?? defaultBackoff, maxRetries)
 
-    const base = (yield* HttpClient.HttpClient).pipe(
+    const given = yield* HttpClient.HttpClient
+    const timeoutMs = Duration.toMillis(Duration.decode(timeout))
+    // the socket client keeps each attempt's time itself (a timer's limit is 2^31 - 1 ms); any other is given
+    // Effect's timeout
+    const limited: <A, E, R>(attempt: Effect.Effect<A, E, R>) => Effect.Effect<A, E | AttemptFailure, R> =
+      SocketHttpClient.honoursTimeout(given) && timeoutMs <= 2_147_483_647
+        ? (attempt) => Effect.locally(attempt, SocketHttpClient.currentTimeoutMs, timeoutMs)
+        : Effect.timeoutFail({ duration: timeout, onTimeout: () => timedOut })
+    const base = given.pipe(
       keepRetryHeaders,
       HttpClient.withTracerPropagation(false),
       returnLentEvents
@@ -292,7 +300,7 @@ const make = (options: PublisherOptions) =>
         return Effect.locally(client.events.publishBatch({ payload: { events } }), lentEvents, events)
       }).pipe(
         Effect.mapError(toAttemptFailure),
-        Effect.timeoutFail({ duration: timeout, onTimeout: () => timedOut }),
+        limited,
         Effect.tapBoth({
           onFailure: (failure) => Effect.sync(() => report(failure)),
           onSuccess: () => Effect.sync(() => report(undefined))

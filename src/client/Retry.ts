@@ -6,6 +6,7 @@ import * as Effect from "effect/Effect"
 import * as ParseResult from "effect/ParseResult"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
+import { TimedOut } from "./SocketHttpClient.js"
 
 /** Why one attempt at a request did not produce an answer that can be counted. */
 export type AttemptFailure =
@@ -151,6 +152,7 @@ const causeText = (cause: unknown): string => {
 export const toAttemptFailure = (error: unknown): AttemptFailure => {
   if (HttpClientError.isHttpClientError(error)) {
     if (error._tag === "RequestError") {
+      if (error.reason === "Transport" && error.cause instanceof TimedOut) return timedOut
       return error.reason === "Transport"
         ? { _tag: "Transport", message: causeText(error.cause) }
         : { _tag: "Invalid", message: `request ${error.reason.toLowerCase()} error` }
