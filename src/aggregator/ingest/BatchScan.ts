@@ -1,5 +1,6 @@
 import { eventIdProblem, sourceProblem, timestampUtcIso, topicProblem } from "../../domain/Event.js"
 import type { NewEvent } from "../storage/EventStore.js"
+import { overPayloadLimit } from "./Validation.js"
 
 /**
  * A batch body read in one pass over its text, without `JSON.parse`: the syntax checked as strictly as the
@@ -227,8 +228,6 @@ const array = (depth: number): boolean => {
   }
 }
 
-const encoder = new TextEncoder()
-
 /** Which event field a key names (by its span), or 0 for another key. */
 const fieldOf = (start: number, end: number): number => {
   const length = end - start
@@ -301,9 +300,7 @@ const item = (depth: number, maxPayloadBytes: number): NewEvent | string | undef
   if (utcIso === undefined) return text.slice(start, pos)
   // Without exponents the text as written is at least as long as the parser's JSON of it (which the limit
   // is about), so within the limit here is within it there; over it, the usual path measures exactly.
-  if (payload !== null && payload.length * 3 > maxPayloadBytes && encoder.encode(payload).length > maxPayloadBytes) {
-    return text.slice(start, pos)
-  }
+  if (payload !== null && overPayloadLimit(payload, maxPayloadBytes)) return text.slice(start, pos)
   return { topic, event_id: eventId, timestamp: utcIso, source, payload }
 }
 

@@ -37,10 +37,14 @@ const decodeBatch = Schema.decodeUnknownEither(BatchInput, { errors: "all" })
 
 const encoder = new TextEncoder()
 
-/** The issue for a payload (as JSON text) over the configurable size limit, if it is over. */
-const sizeIssue = (payload: string, maxPayloadBytes: number): Issue | undefined =>
+/** Whether a payload's JSON text is longer than `maxPayloadBytes` in UTF-8. */
+export const overPayloadLimit = (payload: string, maxPayloadBytes: number): boolean =>
   // A UTF-8 byte is at most 3 per UTF-16 unit, so most payloads skip the encode.
   payload.length * 3 > maxPayloadBytes && encoder.encode(payload).length > maxPayloadBytes
+
+/** The issue for a payload (as JSON text) over the configurable size limit, if it is over. */
+const sizeIssue = (payload: string, maxPayloadBytes: number): Issue | undefined =>
+  overPayloadLimit(payload, maxPayloadBytes)
     ? { path: "payload", message: `payload must be at most ${maxPayloadBytes} bytes as JSON` }
     : undefined
 
@@ -118,7 +122,7 @@ export const acceptedEvent = (item: unknown, maxPayloadBytes = Number.POSITIVE_I
   if (Object.hasOwn(item, "payload")) {
     if (payload === undefined || payloadProblem(payload) !== undefined) return undefined
     payloadText = JSON.stringify(payload)
-    if (sizeIssue(payloadText, maxPayloadBytes) !== undefined) return undefined
+    if (overPayloadLimit(payloadText, maxPayloadBytes)) return undefined
   }
   return {
     topic,
