@@ -139,6 +139,9 @@ export class AggregatorConfig extends Effect.Service<AggregatorConfig>()("Aggreg
       flushMaxEvents: yield* positiveInt("FLUSH_MAX_EVENTS", 1000),
       // PGlite runs one statement at a time, so a second flush in flight would only split the batches
       flushConcurrency: yield* positiveInt("FLUSH_CONCURRENCY", embedded ? 1 : 4),
+      // while a flush is in flight, another (up to FLUSH_CONCURRENCY) starts once this many events wait: a
+      // commit's three round trips wait on a busy event loop, so overlapping commits keeps clients moving
+      flushOverlapEvents: yield* positiveInt("FLUSH_OVERLAP_EVENTS", 16),
       maxPendingEvents: yield* positiveInt("MAX_PENDING_EVENTS", 20_000),
       shutdownTimeoutMs: yield* positiveInt("SHUTDOWN_TIMEOUT_MS", 15_000),
       // on shutdown, how long an idle keep-alive connection may still bring a request before it is closed

@@ -62,12 +62,13 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     yield* Metrics.register(Metrics.batchSize, Metrics.commitDuration)
 
     // Submissions in arrival order, not yet in a flush. A flush starts at once when none is in flight; while
-    // one is, the next waits until it commits (gathering what arrives meanwhile) unless a whole batch is
-    // already waiting: so batches grow with the load, and extra concurrent flushes are used only when one
-    // flush at a time cannot keep up.
+    // one is, the next waits (gathering what arrives meanwhile) until it commits or FLUSH_OVERLAP_EVENTS are
+    // waiting: so batches grow with the load, and under load commits overlap instead of every client waiting
+    // for the commit before its own (each commit's round trips wait on a busy event loop).
     // Touched only synchronously (inside `Effect.sync`/`Effect.async` callbacks), so one plain record is enough.
     const state: Gathering = { waiting: [], waitingEvents: 0, inFlight: 0, pending: 0, closing: false, wake: undefined, lastFlushEvents: 0 }
-    const ready = () => state.waiting.length > 0 && (state.inFlight === 0 || state.waitingEvents >= cap || !config.groupCommit)
+    const overlapAt = Math.min(config.flushOverlapEvents, cap)
+    const ready = () => state.waiting.length > 0 && (state.inFlight === 0 || state.waitingEvents >= overlapAt || !config.groupCommit)
     const poke = () => {
       if (state.wake !== undefined && ready()) {
         const resume = state.wake

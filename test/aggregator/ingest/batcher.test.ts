@@ -251,7 +251,8 @@ const settings = fc.record({
   groupCommit: fc.boolean(),
   flushMaxEvents: fc.oneof(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 5, max: 32 })),
   flushConcurrency: fc.integer({ min: 1, max: 4 }),
-  flushWindowMs: fc.constantFrom(0, 0, 0, 1)
+  flushWindowMs: fc.constantFrom(0, 0, 0, 1),
+  flushOverlapEvents: fc.oneof(fc.integer({ min: 1, max: 8 }), fc.constant(1000))
 })
 type Settings = typeof settings extends fc.Arbitrary<infer A> ? A : never
 
@@ -259,7 +260,8 @@ const envOf = (s: Settings) => ({
   GROUP_COMMIT: String(s.groupCommit),
   FLUSH_MAX_EVENTS: String(s.flushMaxEvents),
   FLUSH_CONCURRENCY: String(s.flushConcurrency),
-  FLUSH_WINDOW_MS: String(s.flushWindowMs)
+  FLUSH_WINDOW_MS: String(s.flushWindowMs),
+  FLUSH_OVERLAP_EVENTS: String(s.flushOverlapEvents)
 })
 
 /** Waits until nothing is pending, so the checks see every flush finished. */
@@ -351,13 +353,53 @@ describe("Batcher (group commit)", () => {
     Effect.gen(function*() {
       // the same submissions under different delay plans: the interleaving generator is not a no-op
       const keys = Array.from({ length: 12 }, (_, i) => [i, i + 12])
-      const s: Settings = { groupCommit: true, flushMaxEvents: 6, flushConcurrency: 2, flushWindowMs: 0 }
+      const s: Settings = { groupCommit: true, flushMaxEvents: 6, flushConcurrency: 2, flushWindowMs: 0, flushOverlapEvents: 1000 }
       const shapes = new Set<string>()
       for (const delays of [keys.map(() => 0), keys.map((_, i) => i), keys.map((_, i) => 12 - i), keys.map((_, i) => (i * 5) % 7)]) {
         const { store } = yield* runOnMemory(keys.map((k, i) => ({ keys: k, delay: delays[i] })), s, [])
         shapes.add(JSON.stringify(store.flushes.map((f) => f.members.map(keyOf))))
       }
       expect(shapes.size).toBeGreaterThan(1)
+    }))
+
+  it.live("while a flush is in flight, the next starts once FLUSH_OVERLAP_EVENTS wait, not before", () =>
+    Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
+      const store = memoryStore([], undefined, gate)
+      yield* Effect.gen(function*() {
+        const batcher = yield* Batcher
+        const flags = (events: ReadonlyArray<NewEvent>) => Effect.map(batcher.submit(events), (rows) => rows.map(isStored))
+        const settle = Effect.sleep("20 millis")
+        const first = yield* Effect.fork(flags([ev(1)]))
+        yield* settle
+        expect(store.flushes.length).toBe(1)
+        // two events wait behind the held flush: fewer than 3, so nothing more starts
+        const second = yield* Effect.fork(flags([ev(2), ev(3)]))
+        yield* settle
+        expect(store.flushes.length).toBe(1)
+        // the third waiting event reaches FLUSH_OVERLAP_EVENTS: a second flush starts beside the first
+        const third = yield* Effect.fork(flags([ev(4)]))
+        yield* settle
+        expect(store.flushes.map((f) => f.members.length)).toEqual([1, 3])
+        expect(store.maxInFlight()).toBe(2)
+        // and with FLUSH_CONCURRENCY 2 a third does not, however many wait
+        const fourth = yield* Effect.fork(flags([ev(5), ev(6), ev(7), ev(8)]))
+        yield* settle
+        expect(store.flushes.length).toBe(2)
+        yield* Deferred.succeed(gate, undefined)
+        expect(yield* first.await).toEqual(Exit.succeed([true]))
+        expect(yield* second.await).toEqual(Exit.succeed([true, true]))
+        expect(yield* third.await).toEqual(Exit.succeed([true]))
+        expect(yield* fourth.await).toEqual(Exit.succeed([true, true, true, true]))
+        expect(store.maxInFlight()).toBe(2)
+      }).pipe(
+        // a failed expectation must not leave the held flush holding the Batcher's scope open
+        Effect.ensuring(Deferred.succeed(gate, undefined)),
+        Effect.provide(Batcher.DefaultWithoutDependencies.pipe(Layer.provide(Broker.Default),
+          Layer.provide(store.layer),
+          Layer.provide(configLayer({ FLUSH_CONCURRENCY: "2", FLUSH_OVERLAP_EVENTS: "3", FLUSH_BUSY_WINDOW_MS: "0" }))
+        ))
+      )
     }))
 
   it.live("past the pending cap a submission is refused with Overloaded at once, and the rest still commit", () =>
