@@ -192,25 +192,20 @@ export class Ingest extends Effect.Service<Ingest>()("Aggregator/Ingest", {
 
     // The items and their verdicts: a scanned row is accepted as it is; an item handed back as text (its
     // syntax already checked, no key twice, shallow) is parsed and validated the usual way.
+    const tooMany = (count: number): PayloadTooLarge | undefined =>
+      count > config.maxBatchEvents
+        ? new PayloadTooLarge({ message: `a batch may hold at most ${config.maxBatchEvents} events; split it`, limit: config.maxBatchEvents })
+        : undefined
+
     const verdicts = (body: BatchBody): Either.Either<Verdicts, ValidationFailed | PayloadTooLarge> => {
-      let items: ReadonlyArray<unknown>
       if ("scanned" in body) {
-        items = body.scanned
-      } else {
-        const envelope = batchItems(body.value, body.depth > GUARDED_DEPTH)
-        if (Either.isLeft(envelope)) return Either.left(ValidationFailed.fromIssues(envelope.left))
-        items = envelope.right
-      }
-      if (items.length > config.maxBatchEvents) {
-        return Either.left(
-          new PayloadTooLarge({ message: `a batch may hold at most ${config.maxBatchEvents} events; split it`, limit: config.maxBatchEvents })
-        )
-      }
-      if ("scanned" in body) {
-        const values = new Array<unknown>(items.length)
-        const checked = new Array<Either.Either<NewEvent, Array<Issue>>>(items.length)
-        for (let i = 0; i < items.length; i++) {
-          const item = body.scanned[i]
+        const scanned = body.scanned
+        const refused = tooMany(scanned.length)
+        if (refused !== undefined) return Either.left(refused)
+        const values = new Array<unknown>(scanned.length)
+        const checked = new Array<Either.Either<NewEvent, Array<Issue>>>(scanned.length)
+        for (let i = 0; i < scanned.length; i++) {
+          const item = scanned[i]
           if (typeof item === "string") {
             values[i] = JSON.parse(item)
             checked[i] = validateItem(values[i], config.maxPayloadBytes, false)
@@ -221,6 +216,11 @@ export class Ingest extends Effect.Service<Ingest>()("Aggregator/Ingest", {
         }
         return Either.right({ items: values, checked })
       }
+      const envelope = batchItems(body.value, body.depth > GUARDED_DEPTH)
+      if (Either.isLeft(envelope)) return Either.left(ValidationFailed.fromIssues(envelope.left))
+      const items = envelope.right
+      const refused = tooMany(items.length)
+      if (refused !== undefined) return Either.left(refused)
       const deep = body.depth > GUARDED_DEPTH
       return Either.right({ items, checked: items.map((item) => validateItem(item, config.maxPayloadBytes, deep)) })
     }
