@@ -202,25 +202,36 @@ const namesEvent = (r: BatchItemResult, hashes: Int32Array, at: number, scratch:
 }
 
 /**
- * The batch array a sender fiber has lent the derived client for the request being encoded. The derived client
- * holds its payload until the answer is decoded; the array is emptied as soon as the request is encoded, so that
- * its events (made anew for each attempt) die young instead of being copied from one young-generation collection
- * to the next. Each sender fiber sets its own holder once.
+ * What a sender fiber passes to the derived client and gets back from it beside the client's own request state.
+ * That state lives as long as the request is in flight, so it outlives young-generation collections and is
+ * promoted; once dead it still holds whatever it last pointed at until the next full collection, and everything
+ * that points at survives the young collections meanwhile. So the batch's array is emptied as soon as the request
+ * is encoded (its events, made anew for each attempt, die young), and the decoded answer is handed over here by
+ * `transformResponse` instead of being returned through the client's request state. Each sender fiber sets its
+ * own once.
  */
-interface Lent {
+interface Handover {
   events: Array<EventInput> | undefined
+  answer: BatchResult | undefined
 }
 
-const lentEvents = FiberRef.unsafeMake<Lent | undefined>(undefined)
+const currentHandover = FiberRef.unsafeMake<Handover | undefined>(undefined)
 
-const returnLentEvents = HttpClient.tapRequest(() =>
-  Effect.map(FiberRef.get(lentEvents), (lent) => {
-    if (lent?.events !== undefined) {
-      lent.events.length = 0
-      lent.events = undefined
+const emptyBatch = HttpClient.tapRequest(() =>
+  Effect.map(FiberRef.get(currentHandover), (handover) => {
+    if (handover?.events !== undefined) {
+      handover.events.length = 0
+      handover.events = undefined
     }
   })
 )
+
+const handAnswerOver = (decoded: Effect.Effect<unknown, unknown>): Effect.Effect<unknown, unknown> =>
+  Effect.flatMap(FiberRef.get(currentHandover), (handover) =>
+    handover === undefined ? decoded : Effect.map(decoded, (answer) => {
+      handover.answer = answer as BatchResult
+      return handover
+    }))
 
 const make = (options: PublisherOptions) =>
   Effect.gen(function*() {
@@ -241,10 +252,10 @@ const make = (options: PublisherOptions) =>
     const limited: <A, E, R>(attempt: Effect.Effect<A, E, R>) => Effect.Effect<A, E | AttemptFailure, R> = ownTimeout
       ? (attempt) => attempt
       : Effect.timeoutFail({ duration: timeout, onTimeout: () => timedOut })
-    const base = given.pipe(keepRetryHeaders, returnLentEvents)
+    const base = given.pipe(keepRetryHeaders, emptyBatch)
     const apiKey = options.apiKey
     const http = apiKey === undefined ? base : HttpClient.mapRequest(base, HttpClientRequest.bearerToken(apiKey))
-    const client = yield* makeClient(options.url.replace(/\/+$/, "")).pipe(
+    const client = yield* makeClient(options.url.replace(/\/+$/, ""), { transformResponse: handAnswerOver }).pipe(
       Effect.provideService(HttpClient.HttpClient, http)
     )
 
@@ -267,8 +278,8 @@ const make = (options: PublisherOptions) =>
         )
       )
 
-    /** Sends one batch until it is answered or given up, in the sender fiber that holds `lent`, and settles its events. */
-    const send = (parts: ReadonlyArray<Part>, lent: Lent): Effect.Effect<void> => {
+    /** Sends one batch until it is answered or given up, in the sender fiber of `handover`, and settles its events. */
+    const send = (parts: ReadonlyArray<Part>, handover: Handover): Effect.Effect<void> => {
       let size = 0
       for (const part of parts) size += part.to - part.from
       const hashes = new Int32Array(2 * size)
@@ -305,8 +316,13 @@ const make = (options: PublisherOptions) =>
               if (attempts === 1) hashId(event.topic, event.event_id, hashes, at)
             }
           }
-          lent.events = events
-          return client.events.publishBatch({ payload: { events } })
+          handover.events = events
+          // what the client returns is the handover itself (see `handAnswerOver`)
+          return Effect.map(client.events.publishBatch({ payload: { events } }), () => {
+            const answer = handover.answer!
+            handover.answer = undefined
+            return answer
+          })
         }),
         toAttemptFailure
       ))
@@ -404,10 +420,10 @@ const make = (options: PublisherOptions) =>
     // one fiber for each request in flight, for the publisher's life: it gathers the next batch (one fiber at a
     // time) and sends it; a batch that dies (a bug) does not take its sender with it
     const sender = Effect.suspend(() => {
-      const lent: Lent = { events: undefined }
+      const handover: Handover = { events: undefined, answer: undefined }
       const loop = Effect.forever(Effect.flatMap(gather, (batch) =>
-        Effect.catchAllDefect(send(batch, lent), (defect) => Effect.logError("Publisher: sending a batch died", defect))))
-      const own = Effect.locally(loop, lentEvents, lent)
+        Effect.catchAllDefect(send(batch, handover), (defect) => Effect.logError("Publisher: sending a batch died", defect))))
+      const own = Effect.locally(loop, currentHandover, handover)
       return ownTimeout ? Effect.locally(own, SocketHttpClient.currentTimeoutMs, timeoutMs) : own
     }).pipe(Effect.locally(HttpClient.currentTracerPropagation, false))
     for (let i = 0; i < concurrency; i++) yield* Effect.forkIn(sender, scope)

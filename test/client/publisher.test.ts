@@ -212,6 +212,18 @@ describe.skipIf(skipWithoutPostgres)(`the client library's Publisher${withoutPos
         expect(posted[1].at - posted[0].at).toBeGreaterThanOrEqual(950)
       }))
 
+    it.effect("a yield every few steps: concurrent requests' answers still settle their own events", () =>
+      Effect.gen(function*() {
+        const { url } = yield* server
+        const topic = unique("interleaved")
+        const events = Array.from({ length: 60 }, (_, i) => ev(topic, `i${i}`, i))
+        // every fiber, the publisher's senders too, gives way every 16 steps, so requests interleave much more than usual
+        const outcomes = yield* withPublisher({ url, batchSize: 5, concurrency: 4, linger: "1 millis" }, (p) => p.publishAll(events)).pipe(
+          Effect.withMaxOpsBeforeYield(16)
+        )
+        expect(outcomes.map((o) => Either.getOrThrow(o).status)).toEqual(events.map(() => "processed"))
+      }))
+
     it.effect("a server that always answers 503: the batch is tried maxRetries + 1 times, then each of its events fails", () =>
       Effect.gen(function*() {
         const { url } = yield* server
