@@ -204,8 +204,8 @@ const namesEvent = (r: BatchItemResult, hashes: Int32Array, at: number, scratch:
 /**
  * What a sender fiber passes to the derived client and gets back from it beside the client's own request state.
  * That state lives as long as the request is in flight, so it outlives young-generation collections and is
- * promoted; once dead it still holds whatever it last pointed at until the next full collection, and everything
- * that points at survives the young collections meanwhile. So the batch's array is emptied as soon as the request
+ * promoted; once dead it still holds whatever it last pointed at until the next full collection, and all of that
+ * survives the young collections meanwhile. So the batch's array is emptied as soon as the request
  * is encoded (its events, made anew for each attempt, die young), and the decoded answer is handed over here by
  * `transformResponse` instead of being returned through the client's request state. Each sender fiber sets its
  * own once.
