@@ -16,9 +16,15 @@ import { StoredEvent } from "../domain/Event.js"
  */
 type Failure = NotFound | StorageUnavailable | HttpClientError.HttpClientError | ParseResult.ParseError
 
-export const makeClient = (baseUrl: string) =>
+export const makeClient = (
+  baseUrl: string,
+  options?: {
+    /** Applied to each decoded answer, as `HttpApiClient.make`'s option of the same name. */
+    readonly transformResponse?: ((decoded: Effect.Effect<unknown, unknown>) => Effect.Effect<unknown, unknown>) | undefined
+  }
+) =>
   Effect.gen(function*() {
-    const derived = yield* HttpApiClient.make(AggregatorApi, { baseUrl })
+    const derived = yield* HttpApiClient.make(AggregatorApi, { baseUrl, transformResponse: options?.transformResponse })
     const http = (yield* HttpClient.HttpClient).pipe(HttpClient.mapRequest(HttpClientRequest.prependUrl(baseUrl)))
     const get = (
       args: { readonly path: { readonly topic: string; readonly event_id: string } }

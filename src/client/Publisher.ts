@@ -1,6 +1,7 @@
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -10,11 +11,12 @@ import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
+import * as Random from "effect/Random"
 import type * as Redacted from "effect/Redacted"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
-import { type BatchItemResult, type EventInput, Issue } from "../domain/Event.js"
+import { type BatchItemResult, type BatchResult, type EventInput, Issue } from "../domain/Event.js"
 import { makeClient } from "./Client.js"
 import * as SocketHttpClient from "./SocketHttpClient.js"
 import {
@@ -24,7 +26,8 @@ import {
   defaultBackoff,
   describeFailure,
   keepRetryHeaders,
-  retrySchedule,
+  parseRetryAfter,
+  retryDelay,
   timedOut,
   toAttemptFailure
 } from "./Retry.js"
@@ -199,55 +202,70 @@ const namesEvent = (r: BatchItemResult, hashes: Int32Array, at: number, scratch:
 }
 
 /**
- * The events of the request being encoded in this fiber. The derived client holds its payload until the answer
- * is decoded; the batch's array is emptied as soon as the request is encoded, so that its events (made anew for
- * each attempt) die young instead of being copied from one young-generation collection to the next.
+ * What a sender fiber passes to the derived client and gets back from it beside the client's own request state.
+ * That state lives as long as the request is in flight, so it outlives young-generation collections and is
+ * promoted; once dead it still holds whatever it last pointed at until the next full collection, and all of that
+ * survives the young collections meanwhile. So the batch's array is emptied as soon as the request
+ * is encoded (its events, made anew for each attempt, die young), and the decoded answer is handed over here by
+ * `transformResponse` instead of being returned through the client's request state. Each sender fiber sets its
+ * own once.
  */
-const lentEvents = FiberRef.unsafeMake<Array<EventInput> | undefined>(undefined)
+interface Handover {
+  events: Array<EventInput> | undefined
+  answer: BatchResult | undefined
+}
 
-const returnLentEvents = HttpClient.tapRequest(() =>
-  Effect.flatMap(FiberRef.get(lentEvents), (events) =>
-    Effect.sync(() => {
-      if (events !== undefined) events.length = 0
-    }))
+const currentHandover = FiberRef.unsafeMake<Handover | undefined>(undefined)
+
+const emptyBatch = HttpClient.tapRequest(() =>
+  Effect.map(FiberRef.get(currentHandover), (handover) => {
+    if (handover?.events !== undefined) {
+      handover.events.length = 0
+      handover.events = undefined
+    }
+  })
 )
+
+const handAnswerOver = (decoded: Effect.Effect<unknown, unknown>): Effect.Effect<unknown, unknown> =>
+  Effect.flatMap(FiberRef.get(currentHandover), (handover) =>
+    handover === undefined ? decoded : Effect.map(decoded, (answer) => {
+      handover.answer = answer as BatchResult
+      return handover
+    }))
 
 const make = (options: PublisherOptions) =>
   Effect.gen(function*() {
     const batchSize = options.batchSize ?? 500
     const linger = Duration.decode(options.linger ?? "5 millis")
     const bufferSize = options.bufferSize ?? 10_000
+    const concurrency = options.concurrency ?? 4
     const timeout = options.timeout ?? "10 seconds"
     const maxRetries = options.maxRetries ?? 10
+    const backoff = options.backoff ?? defaultBackoff
     const onAttempt = options.onAttempt
-    const schedule = retrySchedule(options.backoff ?? defaultBackoff, maxRetries)
 
     const given = yield* HttpClient.HttpClient
     const timeoutMs = Duration.toMillis(Duration.decode(timeout))
-    // the socket client keeps each attempt's time itself (a timer's limit is 2^31 - 1 ms); any other is given
-    // Effect's timeout
-    const limited: <A, E, R>(attempt: Effect.Effect<A, E, R>) => Effect.Effect<A, E | AttemptFailure, R> =
-      SocketHttpClient.honoursTimeout(given) && timeoutMs <= 2_147_483_647
-        ? (attempt) => Effect.locally(attempt, SocketHttpClient.currentTimeoutMs, timeoutMs)
-        : Effect.timeoutFail({ duration: timeout, onTimeout: () => timedOut })
-    const base = given.pipe(
-      keepRetryHeaders,
-      HttpClient.withTracerPropagation(false),
-      returnLentEvents
-    )
+    // the socket client keeps each attempt's time itself (a timer's limit is 2^31 - 1 ms), set once for each
+    // sender fiber; any other is given Effect's timeout on each attempt
+    const ownTimeout = SocketHttpClient.honoursTimeout(given) && timeoutMs <= 2_147_483_647
+    const limited: <A, E, R>(attempt: Effect.Effect<A, E, R>) => Effect.Effect<A, E | AttemptFailure, R> = ownTimeout
+      ? (attempt) => attempt
+      : Effect.timeoutFail({ duration: timeout, onTimeout: () => timedOut })
+    const base = given.pipe(keepRetryHeaders, emptyBatch)
     const apiKey = options.apiKey
     const http = apiKey === undefined ? base : HttpClient.mapRequest(base, HttpClientRequest.bearerToken(apiKey))
-    const client = yield* makeClient(options.url.replace(/\/+$/, "")).pipe(
+    const client = yield* makeClient(options.url.replace(/\/+$/, ""), { transformResponse: handAnswerOver }).pipe(
       Effect.provideService(HttpClient.HttpClient, http)
     )
 
-    // requests in flight run in their own scope, closed only after the buffer has drained (below)
+    // the sender fibers run in their own scope, closed only after the buffer has drained (below)
     const scope = yield* Scope.make()
     yield* Effect.addFinalizer((exit) => Scope.close(scope, exit))
     const queue = yield* Queue.unbounded<Part>()
     // room in the buffer, in events: taken when published, given back when settled
     const room = yield* Effect.makeSemaphore(bufferSize)
-    const senders = yield* Effect.makeSemaphore(options.concurrency ?? 4)
+    const gathering = yield* Effect.makeSemaphore(1)
     const unsettled = yield* Ref.make(0)
     const closing = yield* Deferred.make<void>()
     const drained = yield* Deferred.make<void>()
@@ -260,7 +278,8 @@ const make = (options: PublisherOptions) =>
         )
       )
 
-    const send = (parts: ReadonlyArray<Part>) => {
+    /** Sends one batch until it is answered or given up, in the sender fiber of `handover`, and settles its events. */
+    const send = (parts: ReadonlyArray<Part>, handover: Handover): Effect.Effect<void> => {
       let size = 0
       for (const part of parts) size += part.to - part.from
       const hashes = new Int32Array(2 * size)
@@ -281,74 +300,94 @@ const make = (options: PublisherOptions) =>
       }
       let attempts = 0
       let started = 0
-      const report = (failure: AttemptFailure | undefined) => {
+      const report = (failure: AttemptFailure | undefined, retrying: boolean) => {
         if (onAttempt === undefined) return
-        const retrying = failure !== undefined && classify(failure) === "retry" && attempts <= maxRetries
         onAttempt({ events: size, attempt: attempts, elapsedMs: performance.now() - started, failure, retrying })
       }
-      const attempt = Effect.suspend(() => {
-        if (attempts++ === 0) started = performance.now()
-        const events = new Array<EventInput>(size)
-        let at = 0
-        for (const part of parts) {
-          for (let i = part.from; i < part.to; i++, at++) {
-            const event = part.eventAt(i)
-            events[at] = event
-            if (attempts === 1) hashId(event.topic, event.event_id, hashes, at)
+      const attempt = limited(Effect.mapError(
+        Effect.suspend(() => {
+          if (attempts++ === 0) started = performance.now()
+          const events = new Array<EventInput>(size)
+          let at = 0
+          for (const part of parts) {
+            for (let i = part.from; i < part.to; i++, at++) {
+              const event = part.eventAt(i)
+              events[at] = event
+              if (attempts === 1) hashId(event.topic, event.event_id, hashes, at)
+            }
           }
-        }
-        return Effect.locally(client.events.publishBatch({ payload: { events } }), lentEvents, events)
-      }).pipe(
-        Effect.mapError(toAttemptFailure),
-        limited,
-        Effect.tapBoth({
-          onFailure: (failure) => Effect.sync(() => report(failure)),
-          onSuccess: () => Effect.sync(() => report(undefined))
-        })
-      )
+          handover.events = events
+          // what the client returns is the handover itself (see `handAnswerOver`)
+          return Effect.map(client.events.publishBatch({ payload: { events } }), () => {
+            const answer = handover.answer!
+            handover.answer = undefined
+            return answer
+          })
+        }),
+        toAttemptFailure
+      ))
       const failAll = (message: (event: EventInput) => PublishError) => {
         for (let at = 0; at < size; at++) {
           const error = message(eventAt(at))
           settle(at, error._tag === "EventRejected" ? SettledStatus.rejected : SettledStatus.failed, error)
         }
       }
-      return attempt.pipe(
-        Effect.retry(schedule),
-        Effect.matchCause({
+      const answered = (answer: BatchResult) => {
+        // each event's outcome from the answer; an event the answer does not account for failed
+        const byIndex = new Array<BatchItemResult | undefined>(size)
+        for (const r of answer.results) if (Number.isInteger(r.index) && r.index >= 0 && r.index < size) byIndex[r.index] = r
+        for (let at = 0; at < size; at++) {
+          const r = byIndex[at]
+          if (r === undefined || !namesEvent(r, hashes, at, scratch)) {
+            const { event_id, topic } = eventAt(at)
+            const message = "the answer did not account for the event"
+            settle(at, SettledStatus.failed, new DeliveryFailed({ topic, event_id, message, attempts }))
+          } else if (r.status === "rejected") {
+            const issues = r.errors ?? []
+            const message = issues.length > 0 ? issues.map((e) => e.message).join("; ") : "rejected"
+            settle(at, SettledStatus.rejected, new EventRejected({ topic: r.topic!, event_id: r.event_id!, message, issues }))
+          } else {
+            settle(at, r.status === "processed" ? SettledStatus.processed : SettledStatus.dropped_duplicate)
+          }
+        }
+      }
+      // attempt number `retry + 1`; on a failure worth repeating, the same events again after `retryDelay`
+      const go = (retry: number): Effect.Effect<void> =>
+        Effect.matchCauseEffect(attempt, {
           onSuccess: (answer) => {
-            // each event's outcome from the answer; an event the answer does not account for failed
-            const byIndex = new Array<BatchItemResult | undefined>(size)
-            for (const r of answer.results) if (Number.isInteger(r.index) && r.index >= 0 && r.index < size) byIndex[r.index] = r
-            for (let at = 0; at < size; at++) {
-              const r = byIndex[at]
-              if (r === undefined || !namesEvent(r, hashes, at, scratch)) {
-                const { event_id, topic } = eventAt(at)
-                const message = "the answer did not account for the event"
-                settle(at, SettledStatus.failed, new DeliveryFailed({ topic, event_id, message, attempts }))
-              } else if (r.status === "rejected") {
-                const issues = r.errors ?? []
-                const message = issues.length > 0 ? issues.map((e) => e.message).join("; ") : "rejected"
-                settle(at, SettledStatus.rejected, new EventRejected({ topic: r.topic!, event_id: r.event_id!, message, issues }))
-              } else {
-                settle(at, r.status === "processed" ? SettledStatus.processed : SettledStatus.dropped_duplicate)
-              }
-            }
+            report(undefined, false)
+            answered(answer)
+            return Effect.void
           },
           onFailure: (cause) => {
             const failure = Option.getOrUndefined(Cause.failureOption(cause))
-            if (failure !== undefined && classify(failure) === "rejected") {
-              const message = `the server refused the request: ${describeFailure(failure)}`
-              return failAll((e) => new EventRejected({ topic: e.topic, event_id: e.event_id, message, issues: [] }))
+            if (failure === undefined) {
+              failAll((e) => new DeliveryFailed({ topic: e.topic, event_id: e.event_id, message: "the request died", attempts }))
+              return Effect.void
             }
-            const message = failure === undefined ? "the request died" : describeFailure(failure)
-            failAll((e) => new DeliveryFailed({ topic: e.topic, event_id: e.event_id, message, attempts }))
+            const verdict = classify(failure)
+            const retrying = verdict === "retry" && retry < maxRetries
+            report(failure, retrying)
+            if (retrying) {
+              return Effect.zipWith(Random.next, Clock.currentTimeMillis, (jitter, now) => {
+                const retryAfter = failure._tag === "Status" ? parseRetryAfter(failure.retryAfter, now) : undefined
+                return retryDelay(backoff, retry, jitter, retryAfter)
+              }).pipe(Effect.flatMap((ms) => Effect.sleep(Duration.millis(ms))), Effect.zipRight(Effect.suspend(() => go(retry + 1))))
+            }
+            if (verdict === "rejected") {
+              const message = `the server refused the request: ${describeFailure(failure)}`
+              failAll((e) => new EventRejected({ topic: e.topic, event_id: e.event_id, message, issues: [] }))
+            } else {
+              const message = describeFailure(failure)
+              failAll((e) => new DeliveryFailed({ topic: e.topic, event_id: e.event_id, message, attempts }))
+            }
+            return Effect.void
           }
-        }),
-        Effect.zipRight(Effect.suspend(() => settled(size)))
-      )
+        })
+      return Effect.zipRight(go(0), Effect.suspend(() => settled(size)))
     }
 
-    // what is left of a part that did not fit into the last batch; only the gathering fiber touches it
+    // what is left of a part that did not fit into the last batch; only the fiber gathering touches it
     let carry: Part | undefined
     const add = (batch: Array<Part>, count: number, part: Part): number => {
       const fits = batchSize - count
@@ -366,7 +405,7 @@ const make = (options: PublisherOptions) =>
         : Effect.flatMap(Queue.poll(queue), (next) => Option.isNone(next) ? Effect.succeed(count) : fill(batch, add(batch, count, next.value)))
 
     // the next batch: what is waiting, up to batchSize; when that is less, whatever comes within `linger`
-    const gather = Effect.gen(function*() {
+    const gather = gathering.withPermits(1)(Effect.gen(function*() {
       const batch: Array<Part> = []
       const first = carry ?? (yield* Queue.take(queue))
       carry = undefined
@@ -376,14 +415,18 @@ const make = (options: PublisherOptions) =>
         count = yield* fill(batch, count)
       }
       return batch
-    })
+    }))
 
-    yield* senders.take(1).pipe(
-      Effect.zipRight(gather),
-      Effect.flatMap((batch) => Effect.forkIn(send(batch).pipe(Effect.ensuring(senders.release(1))), scope)),
-      Effect.forever,
-      Effect.forkScoped
-    )
+    // one fiber for each request in flight, for the publisher's life: it gathers the next batch (one fiber at a
+    // time) and sends it; a batch that dies (a bug) does not take its sender with it
+    const sender = Effect.suspend(() => {
+      const handover: Handover = { events: undefined, answer: undefined }
+      const loop = Effect.forever(Effect.flatMap(gather, (batch) =>
+        Effect.catchAllDefect(send(batch, handover), (defect) => Effect.logError("Publisher: sending a batch died", defect))))
+      const own = Effect.locally(loop, currentHandover, handover)
+      return ownTimeout ? Effect.locally(own, SocketHttpClient.currentTimeoutMs, timeoutMs) : own
+    }).pipe(Effect.locally(HttpClient.currentTracerPropagation, false))
+    for (let i = 0; i < concurrency; i++) yield* Effect.forkIn(sender, scope)
 
     // on close: take no more, and wait until everything taken is stored or has failed
     yield* Effect.addFinalizer(() =>

@@ -7,6 +7,7 @@ import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as UrlParams from "@effect/platform/UrlParams"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Inspectable from "effect/Inspectable"
 import * as Layer from "effect/Layer"
@@ -184,7 +185,11 @@ export const make: Effect.Effect<HttpClient.HttpClient, never, Scope.Scope> = Ef
     else list.push(connection)
   }
 
-  const client = HttpClient.make((request, url, _signal, fiber) => {
+  const send = (
+    request: HttpClientRequest.HttpClientRequest,
+    url: URL,
+    fiber: Fiber.RuntimeFiber<unknown, unknown>
+  ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> => {
     if (url.protocol !== "http:" && url.protocol !== "https:") {
       return Effect.fail(new HttpClientError.RequestError({ request, reason: "InvalidUrl", description: url.protocol }))
     }
@@ -210,7 +215,27 @@ export const make: Effect.Effect<HttpClient.HttpClient, never, Scope.Scope> = Ef
         giveBack(url, connection)
       })
     })
-  })
+  }
+
+  // with spans on, the platform's client makes each request's span
+  const traced = HttpClient.make((request, url, _signal, fiber) => send(request, url, fiber))
+  // with them off, the request goes straight to the connection: the platform's client would add an AbortController
+  // and a response wrapper that registers for finalization, neither of which a response read whole needs
+  const client: HttpClient.HttpClient = HttpClient.makeWith(
+    (prepared: Effect.Effect<HttpClientRequest.HttpClientRequest>) =>
+      Effect.flatMap(prepared, (request) =>
+        Effect.withFiberRuntime<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>((fiber) => {
+          if (fiber.getFiberRef(FiberRef.currentTracerEnabled) && !fiber.getFiberRef(HttpClient.currentTracerDisabledWhen)(request)) {
+            return traced.execute(request)
+          }
+          const url = UrlParams.makeUrl(request.url, request.urlParams, request.hash)
+          if (url._tag === "Left") {
+            return Effect.fail(new HttpClientError.RequestError({ request, reason: "InvalidUrl", cause: url.left }))
+          }
+          return send(request, url.right, fiber)
+        })),
+    Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
+  )
   made.add(client)
   return client
 })

@@ -121,7 +121,7 @@ export const options = {
     "via-library",
     "VIA_LIBRARY",
     false,
-    "In batch mode, publish every event through the client library (src/client/Publisher.ts), as an application would, instead of the send loop (which costs about a third of the CPU an event)."
+    "In batch mode, publish every event through the client library (src/client/Publisher.ts), as an application would, instead of the send loop (which costs about half the CPU an event and less memory; see BENCHMARKS.md)."
   ),
   concurrency: integer("concurrency", "CONCURRENCY", 32, 1, "Requests in flight at once."),
   rate: optional(

@@ -212,6 +212,43 @@ describe.skipIf(skipWithoutPostgres)(`the client library's Publisher${withoutPos
         expect(posted[1].at - posted[0].at).toBeGreaterThanOrEqual(950)
       }))
 
+    it.effect("a yield every few steps: concurrent requests' answers still settle their own events", () =>
+      Effect.gen(function*() {
+        const { url } = yield* server
+        const topic = unique("interleaved")
+        const events = Array.from({ length: 60 }, (_, i) => ev(topic, `i${i}`, i))
+        // every fiber, the publisher's senders too, gives way every 16 steps, so requests interleave much more than usual
+        const outcomes = yield* withPublisher({ url, batchSize: 5, concurrency: 4, linger: "1 millis" }, (p) => p.publishAll(events)).pipe(
+          Effect.withMaxOpsBeforeYield(16)
+        )
+        expect(outcomes.map((o) => Either.getOrThrow(o).status)).toEqual(events.map(() => "processed"))
+      }))
+
+    it.effect("a server that always answers 503: the batch is tried maxRetries + 1 times, then each of its events fails", () =>
+      Effect.gen(function*() {
+        const { url } = yield* server
+        const refusing = yield* proxy(url, () => "503")
+        const topic = unique("refused")
+        const reports: Array<{ attempt: number; retrying: boolean }> = []
+        const outcomes = yield* withPublisher({
+          url: refusing.url,
+          linger: "20 millis",
+          maxRetries: 3,
+          backoff: { baseMs: 1, maxDelayMs: 5, maxRetryAfterMs: 5 },
+          onAttempt: (r) => reports.push({ attempt: r.attempt, retrying: r.retrying })
+        }, (p) => p.publishAll([ev(topic, "r1", 1), ev(topic, "r2", 2)]))
+        expect(reports).toEqual([
+          { attempt: 1, retrying: true },
+          { attempt: 2, retrying: true },
+          { attempt: 3, retrying: true },
+          { attempt: 4, retrying: false }
+        ])
+        expect(refusing.seen.filter((s) => s.body !== "").length).toBe(4)
+        for (const o of outcomes) {
+          expect(Either.flip(o).pipe(Either.getOrThrow)).toMatchObject({ _tag: "DeliveryFailed", message: "HTTP 503", attempts: 4 })
+        }
+      }))
+
     it.effect("publishEach: each event made again for a retry, none held in between; the answer checked against each", () =>
       Effect.gen(function*() {
         const { url } = yield* server
