@@ -1,6 +1,6 @@
 // Batch mode of the publisher only, A/B in alternating rounds against one aggregator on a fresh database (after
 // `npm run build`): `node bench/publisher-batch.mjs <rounds> <events> "label|<publisher dir>|<flags>" …`, e.g.
-//   node bench/publisher-batch.mjs 2 1000000 "library|dist/publisher|--via-library" "send loop|dist/publisher|"
+//   node bench/publisher-batch.mjs 2 1000000 "library|dist/publisher|" "send loop|dist/publisher|--send-loop"
 // prints per run the publisher's CPU an event while sending (its --json summary), its peak RSS (VmHWM every 50 ms,
 // as bench/lib/publisher-phase.mjs reads it), start-up and wrap-up. STANDIN=<url> runs against that server instead
 // (with --no-verify), e.g. a node:http stand-in answering every batch at once.

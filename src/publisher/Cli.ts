@@ -15,8 +15,10 @@ export interface Settings {
   readonly topics: number
   readonly mode: "single" | "batch"
   readonly batchSize: number
-  /** Batch mode through the client library (`src/client/Publisher.ts`) instead of the send loop. */
-  readonly viaLibrary: boolean
+  /** Batch mode through the hand-written send loop instead of the client library (`src/client/Publisher.ts`). */
+  readonly sendLoop: boolean
+  /** V8's `--heap-growing-percent` for the run; 0 leaves V8's own heuristic. */
+  readonly heapGrowingPercent: number
   readonly concurrency: number
   readonly rate: Option.Option<number>
   readonly seed: Option.Option<number>
@@ -117,11 +119,18 @@ export const options = {
     )
   ),
   batchSize: integer("batch-size", "BATCH_SIZE", 500, 1, "Events per batch in batch mode."),
-  viaLibrary: flag(
-    "via-library",
-    "VIA_LIBRARY",
+  sendLoop: flag(
+    "send-loop",
+    "SEND_LOOP",
     false,
-    "In batch mode, publish every event through the client library (src/client/Publisher.ts), as an application would, instead of the send loop (which costs about half the CPU an event and less memory; see BENCHMARKS.md)."
+    "In batch mode, send through the hand-written send loop (src/publisher/SendLoop.ts, on src/client/Wire.ts) instead of the client library (src/client/Publisher.ts) — for comparison: it costs about half the CPU an event (see BENCHMARKS.md)."
+  ),
+  heapGrowingPercent: integer(
+    "heap-growing-percent",
+    "HEAP_GROWING_PERCENT",
+    10,
+    0,
+    "How far V8 lets the old generation grow past what the last full collection kept, in percent (V8's --heap-growing-percent, set at start-up): a batch run holds each request's body through its round trip, and with V8's own growth those die in the old generation and pile up until a full collection. 0 leaves V8's heuristic."
   ),
   concurrency: integer("concurrency", "CONCURRENCY", 32, 1, "Requests in flight at once."),
   rate: optional(

@@ -8,6 +8,7 @@ import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import { randomInt } from "node:crypto"
+import * as V8 from "node:v8"
 import * as Redacted from "effect/Redacted"
 import type { EventInput, StoredEvent } from "../domain/Event.js"
 import { AggregatorClient } from "./AggregatorClient.js"
@@ -191,6 +192,8 @@ const settleStats = (counts: Counts, observed: Observation) =>
 
 const program = Effect.gen(function*() {
   const settings = yield* PublisherSettings
+  // read by V8 at each full collection, so it takes effect from here on (BENCHMARKS.md: what it buys)
+  if (settings.heapGrowingPercent > 0) V8.setFlagsFromString(`--heap-growing-percent=${settings.heapGrowingPercent}`)
   const seed = Option.isSome(settings.seed) ? settings.seed.value : randomInt(0, 2 ** 47)
   const workload = new Workload({
     seed,
@@ -211,7 +214,7 @@ const program = Effect.gen(function*() {
   const stopProgress = yield* startProgress(tally, workload.events, settings.progressInterval)
   const startedNs = yield* Clock.currentTimeNanos
   const cpuBefore = process.cpuUsage()
-  const sent = settings.mode === "batch" && settings.viaLibrary
+  const sent = settings.mode === "batch" && !settings.sendLoop
     ? yield* sendBatches(workload, tally, retry)
     : yield* send(workload, tally, retry)
   const cpu = process.cpuUsage(cpuBefore)

@@ -513,8 +513,8 @@ layer(aggregatorLayer(), { excludeTestServices: true, timeout: "60 seconds" })("
     }), { timeout: 180_000 })
 
   it.effect.each([
-    ["the send loop", []],
-    ["the client library (--via-library)", ["--via-library"]]
+    ["the client library (the default)", []],
+    ["the send loop (--send-loop)", ["--send-loop"]]
   ] as const)("batch mode through %s, 2,000 events, 30% duplicates, a fresh seed: verified, one row per distinct key", ([, via]) =>
     Effect.gen(function*() {
       const { databaseUrl, url } = yield* TestAggregator
