@@ -329,6 +329,34 @@ const runOnMemory = (
     return { store, answers }
   })
 
+/**
+ * A Batcher over the in-memory store whose writes all wait for one gate, under `env`; `body` gets the store and a
+ * way to submit that answers each event's stored flag. The gate is opened when `body` ends, however it ends, so
+ * a failed expectation does not leave a held flush holding the Batcher's scope open.
+ */
+const withGatedStore = <A>(
+  env: Record<string, string>,
+  body: (
+    store: ReturnType<typeof memoryStore>,
+    gate: Deferred.Deferred<void>,
+    flags: (events: ReadonlyArray<NewEvent>) => Effect.Effect<ReadonlyArray<boolean>, Overloaded | StorageUnavailable, Batcher>
+  ) => Effect.Effect<A, unknown, Batcher>
+) =>
+  Effect.gen(function*() {
+    const gate = yield* Deferred.make<void>()
+    const store = memoryStore([], undefined, gate)
+    const flags = (events: ReadonlyArray<NewEvent>) =>
+      Effect.flatMap(Batcher, (batcher) => Effect.map(batcher.submit(events), (rows) => rows.map(isStored)))
+    return yield* body(store, gate, flags).pipe(
+      Effect.ensuring(Deferred.succeed(gate, undefined)),
+      Effect.provide(Batcher.DefaultWithoutDependencies.pipe(
+        Layer.provide(Broker.Default),
+        Layer.provide(store.layer),
+        Layer.provide(configLayer(env))
+      ))
+    )
+  })
+
 describe("Batcher (group commit)", () => {
   it.live.prop(
     "any generated interleaving: every key is told \"new\" exactly once, at its first occurrence, and stored once",
@@ -363,12 +391,8 @@ describe("Batcher (group commit)", () => {
     }))
 
   it.live("while a flush is in flight, the next starts once FLUSH_OVERLAP_EVENTS wait, not before", () =>
-    Effect.gen(function*() {
-      const gate = yield* Deferred.make<void>()
-      const store = memoryStore([], undefined, gate)
-      yield* Effect.gen(function*() {
-        const batcher = yield* Batcher
-        const flags = (events: ReadonlyArray<NewEvent>) => Effect.map(batcher.submit(events), (rows) => rows.map(isStored))
+    withGatedStore({ FLUSH_CONCURRENCY: "2", FLUSH_OVERLAP_EVENTS: "3", FLUSH_BUSY_WINDOW_MS: "0" }, (store, gate, flags) =>
+      Effect.gen(function*() {
         const settle = Effect.sleep("20 millis")
         const first = yield* Effect.fork(flags([ev(1)]))
         yield* settle
@@ -392,23 +416,12 @@ describe("Batcher (group commit)", () => {
         expect(yield* third.await).toEqual(Exit.succeed([true]))
         expect(yield* fourth.await).toEqual(Exit.succeed([true, true, true, true]))
         expect(store.maxInFlight()).toBe(2)
-      }).pipe(
-        // a failed expectation must not leave the held flush holding the Batcher's scope open
-        Effect.ensuring(Deferred.succeed(gate, undefined)),
-        Effect.provide(Batcher.DefaultWithoutDependencies.pipe(Layer.provide(Broker.Default),
-          Layer.provide(store.layer),
-          Layer.provide(configLayer({ FLUSH_CONCURRENCY: "2", FLUSH_OVERLAP_EVENTS: "3", FLUSH_BUSY_WINDOW_MS: "0" }))
-        ))
-      )
-    }))
+      })))
 
   it.live("past the pending cap a submission is refused with Overloaded at once, and the rest still commit", () =>
-    Effect.gen(function*() {
-      const gate = yield* Deferred.make<void>()
-      const store = memoryStore([], undefined, gate)
-      yield* Effect.gen(function*() {
+    withGatedStore({ MAX_PENDING_EVENTS: "5", FLUSH_CONCURRENCY: "1" }, (_store, gate, flags) =>
+      Effect.gen(function*() {
         const batcher = yield* Batcher
-        const flags = (events: ReadonlyArray<NewEvent>) => Effect.map(batcher.submit(events), (rows) => rows.map(isStored))
         const first = yield* Effect.fork(flags([ev(1), ev(2), ev(3)]))
         const second = yield* Effect.fork(flags([ev(4), ev(5)]))
         while ((yield* batcher.pendingEvents) < 5) yield* Effect.yieldNow()
@@ -419,13 +432,7 @@ describe("Batcher (group commit)", () => {
         expect(yield* second.await).toEqual(Exit.succeed([true, true]))
         expect(yield* batcher.pendingEvents).toBe(0)
         expect(yield* flags([ev(6)])).toEqual([true])
-      }).pipe(
-        Effect.provide(Batcher.DefaultWithoutDependencies.pipe(Layer.provide(Broker.Default), 
-          Layer.provide(store.layer),
-          Layer.provide(configLayer({ MAX_PENDING_EVENTS: "5", FLUSH_CONCURRENCY: "1" }))
-        ))
-      )
-    }))
+      })))
 })
 
 // ---- Through the real HTTP handlers: statuses and /stats ------------------------------------------------
