@@ -45,8 +45,9 @@ interface Gathering {
  * Group commit. Concurrent submissions are gathered into one multi-row insert and one transaction; each
  * submitter is answered only after that transaction commits (or every member gets the failure). While a flush
  * is in flight, new submissions wait and form the next batch, so gathering overlaps committing; once
- * FLUSH_OVERLAP_EVENTS wait, that batch is flushed beside it (at most `flushConcurrency` in flight). Events waiting or being written are capped: past the cap a submission fails at once
- * with `Overloaded` (429) instead of growing the heap. With `groupCommit` off every submission is its own
+ * FLUSH_OVERLAP_EVENTS wait, that batch is flushed beside it (at most `flushConcurrency` in flight). Events
+ * waiting or being written are capped: past the cap a submission fails at once with `Overloaded` (429) instead
+ * of growing the heap. With `groupCommit` off every submission is its own
  * transaction (for comparison). Once a transaction commits, the rows it stored are announced on the broker.
  * Under load (the last flush held at least FLUSH_BUSY_EVENTS events) a flush waits FLUSH_BUSY_WINDOW_MS before
  * taking its batch, so the clients just answered can join it.
@@ -166,9 +167,9 @@ export class Batcher extends Effect.Service<Batcher>()("Aggregator/Batcher", {
     /**
      * Stores the events (in gathered transactions) and calls `answer` once with, per position, the row this
      * call stored, or undefined for a duplicate. Within one flush the earlier submission wins; across flushes in
-     * flight together, the one whose transaction writes the key first (the other waits for it). A submission is never
-     * split across transactions: one larger than `flushMaxEvents` is a flush of its own, stored whole or not
-     * at all. Synchronous, for callers outside a fiber (the ingest front door); `submit` is its Effect.
+     * flight together, the one whose transaction writes the key first (the other waits for it). A submission is
+     * never split across transactions: one larger than `flushMaxEvents` is a flush of its own, stored whole or
+     * not at all. Synchronous, for callers outside a fiber (the ingest front door); `submit` is its Effect.
      */
     const offer = (events: ReadonlyArray<NewEvent>, answer: (outcome: Written) => void): void => {
       if (events.length === 0) return answer(Either.right([]))
