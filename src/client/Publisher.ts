@@ -1,7 +1,6 @@
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as Cause from "effect/Cause"
-import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -11,7 +10,6 @@ import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
-import * as Random from "effect/Random"
 import type * as Redacted from "effect/Redacted"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
@@ -26,8 +24,7 @@ import {
   defaultBackoff,
   describeFailure,
   keepRetryHeaders,
-  parseRetryAfter,
-  retryDelay,
+  retrySchedule,
   timedOut,
   toAttemptFailure
 } from "./Retry.js"
@@ -241,7 +238,7 @@ const make = (options: PublisherOptions) =>
     const concurrency = options.concurrency ?? 4
     const timeout = options.timeout ?? "10 seconds"
     const maxRetries = options.maxRetries ?? 10
-    const backoff = options.backoff ?? defaultBackoff
+    const schedule = retrySchedule(options.backoff ?? defaultBackoff, maxRetries)
     const onAttempt = options.onAttempt
 
     const given = yield* HttpClient.HttpClient
@@ -300,8 +297,9 @@ const make = (options: PublisherOptions) =>
       }
       let attempts = 0
       let started = 0
-      const report = (failure: AttemptFailure | undefined, retrying: boolean) => {
+      const report = (failure: AttemptFailure | undefined) => {
         if (onAttempt === undefined) return
+        const retrying = failure !== undefined && classify(failure) === "retry" && attempts <= maxRetries
         onAttempt({ events: size, attempt: attempts, elapsedMs: performance.now() - started, failure, retrying })
       }
       const attempt = limited(Effect.mapError(
@@ -325,7 +323,12 @@ const make = (options: PublisherOptions) =>
           })
         }),
         toAttemptFailure
-      ))
+      )).pipe(
+        Effect.tapBoth({
+          onFailure: (failure) => Effect.sync(() => report(failure)),
+          onSuccess: () => Effect.sync(() => report(undefined))
+        })
+      )
       const failAll = (message: (event: EventInput) => PublishError) => {
         for (let at = 0; at < size; at++) {
           const error = message(eventAt(at))
@@ -351,40 +354,20 @@ const make = (options: PublisherOptions) =>
           }
         }
       }
-      // attempt number `retry + 1`; on a failure worth repeating, the same events again after `retryDelay`
-      const go = (retry: number): Effect.Effect<void> =>
-        Effect.matchCauseEffect(attempt, {
-          onSuccess: (answer) => {
-            report(undefined, false)
-            answered(answer)
-            return Effect.void
-          },
-          onFailure: (cause) => {
-            const failure = Option.getOrUndefined(Cause.failureOption(cause))
-            if (failure === undefined) {
-              failAll((e) => new DeliveryFailed({ topic: e.topic, event_id: e.event_id, message: "the request died", attempts }))
-              return Effect.void
-            }
-            const verdict = classify(failure)
-            const retrying = verdict === "retry" && retry < maxRetries
-            report(failure, retrying)
-            if (retrying) {
-              return Effect.zipWith(Random.next, Clock.currentTimeMillis, (jitter, now) => {
-                const retryAfter = failure._tag === "Status" ? parseRetryAfter(failure.retryAfter, now) : undefined
-                return retryDelay(backoff, retry, jitter, retryAfter)
-              }).pipe(Effect.flatMap((ms) => Effect.sleep(Duration.millis(ms))), Effect.zipRight(Effect.suspend(() => go(retry + 1))))
-            }
-            if (verdict === "rejected") {
-              const message = `the server refused the request: ${describeFailure(failure)}`
-              failAll((e) => new EventRejected({ topic: e.topic, event_id: e.event_id, message, issues: [] }))
-            } else {
-              const message = describeFailure(failure)
-              failAll((e) => new DeliveryFailed({ topic: e.topic, event_id: e.event_id, message, attempts }))
-            }
-            return Effect.void
+      // the same events again while the failure is worth repeating (the schedule honours Retry-After)
+      const outcome = Effect.matchCause(Effect.retry(attempt, schedule), {
+        onSuccess: answered,
+        onFailure: (cause) => {
+          const failure = Option.getOrUndefined(Cause.failureOption(cause))
+          if (failure !== undefined && classify(failure) === "rejected") {
+            const message = `the server refused the request: ${describeFailure(failure)}`
+            return failAll((e) => new EventRejected({ topic: e.topic, event_id: e.event_id, message, issues: [] }))
           }
-        })
-      return Effect.zipRight(go(0), Effect.suspend(() => settled(size)))
+          const message = failure === undefined ? "the request died" : describeFailure(failure)
+          failAll((e) => new DeliveryFailed({ topic: e.topic, event_id: e.event_id, message, attempts }))
+        }
+      })
+      return Effect.zipRight(outcome, Effect.suspend(() => settled(size)))
     }
 
     // what is left of a part that did not fit into the last batch; only the fiber gathering touches it

@@ -1,7 +1,11 @@
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientError from "@effect/platform/HttpClientError"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ParseResult from "effect/ParseResult"
+import * as Random from "effect/Random"
+import * as Schedule from "effect/Schedule"
 import { TimedOut } from "./SocketHttpClient.js"
 
 /** Why one attempt at a request did not produce an answer that can be counted. */
@@ -90,6 +94,22 @@ export const retryDelay = (
   const asked = retryAfterMs === undefined ? 0 : Math.min(retryAfterMs, policy.maxRetryAfterMs)
   return Math.max(backoff, asked)
 }
+
+/**
+ * `retryDelay` as a Schedule over attempt failures: it recurs only for the ones worth repeating, at most
+ * `maxRetries` times, each wait at least what the failure's `Retry-After` asked for.
+ */
+export const retrySchedule = (policy: BackoffPolicy, maxRetries: number) =>
+  Schedule.identity<AttemptFailure>().pipe(
+    Schedule.whileInput((failure: AttemptFailure) => classify(failure) === "retry"),
+    Schedule.intersect(Schedule.recurs(maxRetries)),
+    Schedule.addDelayEffect(([failure, retry]) =>
+      Effect.zipWith(Random.next, Clock.currentTimeMillis, (jitter, now) => {
+        const retryAfter = failure._tag === "Status" ? parseRetryAfter(failure.retryAfter, now) : undefined
+        return Duration.millis(retryDelay(policy, retry, jitter, retryAfter))
+      })
+    )
+  )
 
 /**
  * The derived client decodes a declared error status (503 is declared as StorageUnavailable) into its
