@@ -6,7 +6,7 @@
 import { mkdtempSync } from "node:fs"
 import os from "node:os"
 import { join, resolve } from "node:path"
-import pg from "pg"
+import { query } from "./lib/db.mjs"
 import { measureCpu, sampleRss, startAggregator } from "./lib/aggregator.mjs"
 import { batch, fmt } from "./lib/workloads.mjs"
 
@@ -15,15 +15,7 @@ const requests = Number(process.env.BENCH_BATCH_REQUESTS ?? 300)
 const rounds = Number(process.env.BENCH_ROUNDS ?? 1)
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
 const outDir = mkdtempSync(join(os.tmpdir(), "bench-batch-"))
-const admin = async (sql) => {
-  const c = new pg.Client({ connectionString: adminUrl })
-  await c.connect()
-  try {
-    return await c.query(sql)
-  } finally {
-    await c.end()
-  }
-}
+const admin = (sql) => query(adminUrl, sql)
 for (let round = 1; round <= rounds; round++) {
   for (const dir of round % 2 === 1 ? dirs : [...dirs].reverse()) {
     const db = `bench_batch_${process.pid}_${round}_${dirs.indexOf(dir)}`

@@ -12,7 +12,7 @@
 import { mkdtempSync } from "node:fs"
 import os from "node:os"
 import { join, resolve } from "node:path"
-import pg from "pg"
+import { query } from "./lib/db.mjs"
 import { measureCpu, startAggregator, startNaiveReference } from "./lib/aggregator.mjs"
 import { markdownTable } from "./lib/report.mjs"
 import { fmt, getLoad, singleEvent } from "./lib/workloads.mjs"
@@ -35,15 +35,6 @@ const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.
 const outDir = mkdtempSync(join(os.tmpdir(), "bench-compare-"))
 const builds = [["before", resolve(beforeDir)], ["after", resolve(afterDir)], ...(withNaive ? [["naive", undefined]] : [])]
 
-const query = async (url, sql, params) => {
-  const c = new pg.Client({ connectionString: url })
-  await c.connect()
-  try {
-    return await c.query(sql, params)
-  } finally {
-    await c.end()
-  }
-}
 const admin = (sql) => query(adminUrl, sql)
 
 const median = (xs) => {

@@ -12,7 +12,7 @@
 import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import net from "node:net"
-import pg from "pg"
+import { query } from "./lib/db.mjs"
 
 const env = process.env
 const mode = process.argv[2]
@@ -22,13 +22,7 @@ const adminUrl = env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/p
 const say = (m) => console.error(`[hostile ${new Date().toISOString().slice(11, 19)}] ${m}`)
 
 const admin = async (sql) => {
-  const c = new pg.Client({ connectionString: adminUrl })
-  await c.connect()
-  try {
-    await c.query(sql)
-  } finally {
-    await c.end()
-  }
+  await query(adminUrl, sql)
 }
 
 const freePort = () =>

@@ -9,13 +9,13 @@ import { once } from "node:events"
 import { readFileSync, mkdtempSync } from "node:fs"
 import { join } from "node:path"
 import os from "node:os"
-import pg from "pg"
+import { query } from "./lib/db.mjs"
 import { startAggregator } from "./lib/aggregator.mjs"
 
 const [rounds, events, ...variants] = process.argv.slice(2)
 const vs = variants.map((v) => { const [label, dir, flags] = v.split("|"); return { label, dir, flags: flags ? flags.split(" ").filter(Boolean) : [] } })
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
-const admin = async (sql) => { const c = new pg.Client({ connectionString: adminUrl }); await c.connect(); try { return await c.query(sql) } finally { await c.end() } }
+const admin = (sql) => query(adminUrl, sql)
 const url = process.env.STANDIN ?? null
 const run = async (v) => {
   const t0 = process.hrtime.bigint()

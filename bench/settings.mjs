@@ -13,7 +13,7 @@
 import { mkdtempSync, readFileSync } from "node:fs"
 import os from "node:os"
 import { join, resolve } from "node:path"
-import pg from "pg"
+import { query } from "./lib/db.mjs"
 import { measureCpu, startAggregator, startNaiveReference } from "./lib/aggregator.mjs"
 import { fmt, singleEvent } from "./lib/workloads.mjs"
 
@@ -26,15 +26,6 @@ const duration = Number(process.env.BENCH_DURATION ?? 8)
 const vs = variants.map((v) => [v, v === "naive" ? undefined : Object.fromEntries(v.split(",").filter((kv) => kv !== "-" && kv !== "").map((kv) => kv.split("=")))])
 const adminUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
 const outDir = mkdtempSync(join(os.tmpdir(), "bench-settings-"))
-const query = async (url, sql) => {
-  const c = new pg.Client({ connectionString: url })
-  await c.connect()
-  try {
-    return await c.query(sql)
-  } finally {
-    await c.end()
-  }
-}
 // busy and total jiffies of the whole machine
 const machine = () => {
   const f = readFileSync("/proc/stat", "utf8").split("\n")[0].split(/\s+/).slice(1).map(Number)
